@@ -1,0 +1,172 @@
+"""Server configuration: defaults, YAML files under ``etc/``, ``TEAMGRAM_*`` overrides.
+
+Precedence (lowest to highest): dataclass defaults, the YAML file(s), environment
+variables, command-line flags. Every leaf is reachable from the environment as
+``TEAMGRAM_<SECTION>_<KEY>`` (top-level keys as ``TEAMGRAM_<KEY>``), e.g.
+``TEAMGRAM_DATA_DIR=/srv/tg`` or ``TEAMGRAM_GNETWAY_TCP_PORTS=10443,5222``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class GnetwayConfig:
+    """Client-facing MTProto listeners (TCP and WebSocket)."""
+
+    host: str = "0.0.0.0"
+    tcp_ports: list[int] = field(default_factory=lambda: [10443, 5222])
+    ws_port: int = 11443
+    ws_path: str = "/apiws"
+    max_packet: int = 4 * 1024 * 1024
+    # Packets per second one connection may send before it gets -429 and is closed.
+    flood_packets_per_second: int = 2000
+    # Concurrent connections from one address before new ones are refused with -429.
+    max_connections_per_ip: int = 1000
+
+
+@dataclass
+class HttpServerConfig:
+    """HTTP transport (``POST /api``) and, later, the Bot API."""
+
+    host: str = "0.0.0.0"
+    port: int = 8801
+
+
+@dataclass
+class SessionConfig:
+    """MTProto session layer."""
+
+    # Unacknowledged server messages are kept this long for a reconnecting client.
+    resend_window_seconds: int = 600
+    max_pending_per_session: int = 4096
+    salt_lifetime_seconds: int = 3600
+    # msg_id must be within this many seconds of the server's clock.
+    msg_id_past_seconds: int = 300
+    msg_id_future_seconds: int = 30
+    # Answers larger than this are sent gzip_packed.
+    gzip_threshold: int = 1024
+
+
+@dataclass
+class DatabaseConfig:
+    """Business data. Empty url: SQLite in the data directory."""
+
+    url: str = ""
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("./data")
+    dc_id: int = 2
+    # Address advertised to clients in help.getConfig; default: the listen host,
+    # or 127.0.0.1 when listening on every interface.
+    public_host: str = ""
+    # RSA key files (PEM, private) inside the data directory; the first signs
+    # new handshakes' answers, all are accepted (key rotation).
+    rsa_keys: list[str] = field(default_factory=lambda: ["server_key.pem"])
+    dev_login_code: str = ""
+    log_level: str = "INFO"
+    gnetway: GnetwayConfig = field(default_factory=GnetwayConfig)
+    httpserver: HttpServerConfig = field(default_factory=HttpServerConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+
+    @property
+    def advertised_host(self) -> str:
+        if self.public_host:
+            return self.public_host
+        host = self.gnetway.host
+        return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'teamgram.db'}"
+
+
+class ConfigError(ValueError):
+    """A configuration value has the wrong shape."""
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(value, args[0], where)
+    if origin is list:
+        (elem,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(",")) if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        return [_convert(v, elem, where) for v in value]
+    if tp is bool:
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if tp in (int, str, float):
+        try:
+            return tp(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def _apply(obj: Any, data: Mapping[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting {where}{key}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}{key}: expected a mapping")
+            _apply(current, value, f"{where}{key}.")
+        else:
+            setattr(obj, key, _convert(value, hints[key], f"{where}{key}"))
+
+
+def _apply_env(obj: Any, env: Mapping[str, str], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        name = f"{prefix}_{f.name.upper()}"
+        current = getattr(obj, f.name)
+        if dataclasses.is_dataclass(current):
+            _apply_env(current, env, name)
+        elif name in env:
+            setattr(obj, f.name, _convert(env[name], hints[f.name], name))
+
+
+def load_config(
+    paths: list[Path] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """Build the configuration from defaults, YAML files, environment and overrides.
+
+    A YAML file may hold the whole tree (``etc/teamgramd.yaml``) or one service's
+    section at top level under its own name (``etc/gnetway.yaml``: ``gnetway: ...``).
+    """
+    cfg = ServerConfig()
+    for path in paths or []:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping at top level")
+        _apply(cfg, data, "")
+    _apply_env(cfg, os.environ if env is None else env, "TEAMGRAM")
+    if overrides:
+        _apply(cfg, overrides, "")
+    return cfg
