@@ -427,7 +427,7 @@ class MTProtoSession:
         if t is fn.DestroySession:
             events.append(SessionDestroyed(obj.session_id))
             return
-        if t is fn.HttpWait:
+        if t is types.HttpWait:
             events.append(HttpWait(obj.max_delay, obj.wait_after, obj.max_wait))
             return
         if t is fn.RpcDropAnswer:
@@ -505,6 +505,10 @@ class MTProtoSession:
     def add_error(self, req_msg_id: int, code: int, message: str, now: float) -> None:
         body = rpc_result(req_msg_id, rpc_error(code, message), self.limits.gzip_threshold)
         self._remember_answer(req_msg_id, body)
+        self._send(body, content=True, answer=True, now=now)
+
+    def add_bare(self, body: bytes, now: float) -> None:
+        """Queue a service answer sent outside rpc_result (destroy_session_ok...)."""
         self._send(body, content=True, answer=True, now=now)
 
     def add_update(self, body: bytes, now: float) -> None:

@@ -200,8 +200,9 @@ def write_bytes(b: bytearray, data: bytes) -> None:
         b += b"\0" * pad
 
 
-def write_string(b: bytearray, s: str) -> None:
-    write_bytes(b, s.encode("utf-8"))
+def write_string(b: bytearray, s: str | bytes) -> None:
+    # Some TL "string" fields carry raw bytes (msgs_state_info.info): accept both.
+    write_bytes(b, s.encode("utf-8") if type(s) is str else s)  # type: ignore[arg-type]
 
 
 def write_fixed(b: bytearray, data: bytes, size: int) -> None:
@@ -358,7 +359,15 @@ class Reader:
         p = self.pos
         if p + 4 <= self.end:
             cid = unpack_I(self.data, p)[0]
-            if cid not in allowed and cid != GZIP_PACKED_ID:
+            if cid == GZIP_PACKED_ID:
+                # the packed object must be of the expected type too
+                obj = self.object()
+                if getattr(type(obj), "CONSTRUCTOR_ID", None) not in allowed:
+                    raise TLDecodeError(
+                        f"gzip_packed object at offset {p} is not of the expected type"
+                    )
+                return obj
+            if cid not in allowed:
                 if cid in READERS:
                     raise TLDecodeError(
                         f"constructor {CLASSES[cid].TL_NAME if cid in CLASSES else hex(cid)}"
@@ -382,10 +391,14 @@ def _read_gzip(r: Reader) -> Any:
     inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)
     try:
         data = inflater.decompress(packed, MAX_INFLATED)
+        # At the limit: fine only if the stream ends there with no more output.
+        if not inflater.eof and len(data) >= MAX_INFLATED:
+            if inflater.decompress(inflater.unconsumed_tail, 1) or not inflater.eof:
+                raise TLDecodeError("gzip_packed data inflates beyond the limit")
     except zlib.error as exc:
         raise TLDecodeError(f"bad gzip_packed data: {exc}") from exc
-    if inflater.unconsumed_tail:
-        raise TLDecodeError("gzip_packed data inflates beyond the limit")
+    if not inflater.eof:  # a cut stream inflates to a prefix without any zlib.error
+        raise TLDecodeError("gzip_packed data is truncated")
     inner = Reader(data)
     inner.depth = r.depth
     return inner.object()

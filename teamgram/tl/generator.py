@@ -62,6 +62,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -228,6 +229,26 @@ class ModuleWriter:
         # _write
         L.append("    def _write(self, b: bytearray) -> None:")
         L.append(f"        b += {d.id.to_bytes(4, 'little')!r}")
+        # Fields sharing one flag bit are all present or all absent on the wire:
+        # refuse a mix rather than write bytes no reader can parse.
+        shared: dict[tuple[str, int], list[TLArg]] = defaultdict(list)
+        for o in optional:
+            shared[(o.flag_field or "", o.flag_bit)].append(o)
+        for (ffield, bit), members in shared.items():
+            if len(members) < 2:
+                continue
+            tests = " == ".join(
+                f"bool(self.{attr_name(o.name)})"
+                if o.type == "true"
+                else f"(self.{attr_name(o.name)} is not None)"
+                for o in members
+            )
+            names = ", ".join(o.name for o in members)
+            L.append(f"        if not ({tests}):")
+            L.append(
+                f'            raise _TLEncodeError("{d.name}: {names} share {ffield}.{bit}'
+                f' and must be set together")'
+            )
         group: list[TLArg] = []
 
         def flush_write() -> None:

@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -1071,6 +1072,8 @@ class InitTakeoutSession(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\xb0\xea\xf3\x8e'
+        if not (bool(self.files) == (self.file_max_size is not None)):
+            raise _TLEncodeError("account.initTakeoutSession: files, file_max_size share flags.5 and must be set together")
         b += _pack_I((1 if self.contacts else 0) | (2 if self.message_users else 0) | (4 if self.message_chats else 0) | (8 if self.message_megagroups else 0) | (16 if self.message_channels else 0) | (32 if self.files else 0) | (32 if self.file_max_size is not None else 0))
         if self.file_max_size is not None:
             b += _pack_q(self.file_max_size)

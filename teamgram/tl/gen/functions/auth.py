@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -713,6 +714,8 @@ class FinishPasskeyLogin(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\x07\xadW\x98'
+        if not ((self.from_dc_id is not None) == (self.from_auth_key_id is not None)):
+            raise _TLEncodeError("auth.finishPasskeyLogin: from_dc_id, from_auth_key_id share flags.0 and must be set together")
         b += _pack_I((1 if self.from_dc_id is not None else 0) | (1 if self.from_auth_key_id is not None else 0))
         self.credential._write(b)
         if self.from_dc_id is not None:

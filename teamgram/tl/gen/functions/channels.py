@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -271,6 +272,8 @@ class CreateChannel(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\x07g\x00\x91'
+        if not ((self.geo_point is not None) == (self.address is not None)):
+            raise _TLEncodeError("channels.createChannel: geo_point, address share flags.2 and must be set together")
         b += _pack_I((1 if self.broadcast else 0) | (2 if self.megagroup else 0) | (8 if self.for_import else 0) | (32 if self.forum else 0) | (4 if self.geo_point is not None else 0) | (4 if self.address is not None else 0) | (16 if self.ttl_period is not None else 0))
         _write_string(b, self.title)
         _write_string(b, self.about)

@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,

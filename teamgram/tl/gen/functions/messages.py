@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -3400,6 +3401,8 @@ class RequestUrlAuth(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\x9c\xc9L\x89'
+        if not ((self.peer is not None) == (self.msg_id is not None) == (self.button_id is not None)):
+            raise _TLEncodeError("messages.requestUrlAuth: peer, msg_id, button_id share flags.1 and must be set together")
         b += _pack_I((2 if self.peer is not None else 0) | (2 if self.msg_id is not None else 0) | (2 if self.button_id is not None else 0) | (4 if self.url is not None else 0) | (8 if self.in_app_origin is not None else 0))
         if self.peer is not None:
             self.peer._write(b)
@@ -3443,6 +3446,8 @@ class AcceptUrlAuth(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\xde\xf0\xa3g'
+        if not ((self.peer is not None) == (self.msg_id is not None) == (self.button_id is not None)):
+            raise _TLEncodeError("messages.acceptUrlAuth: peer, msg_id, button_id share flags.1 and must be set together")
         b += _pack_I((1 if self.write_allowed else 0) | (8 if self.share_phone_number else 0) | (2 if self.peer is not None else 0) | (2 if self.msg_id is not None else 0) | (2 if self.button_id is not None else 0) | (4 if self.url is not None else 0) | (16 if self.match_code is not None else 0))
         if self.peer is not None:
             self.peer._write(b)
@@ -4058,6 +4063,8 @@ class GetExportedChatInvites(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\xf6\xa3\xb5\xa2'
+        if not ((self.offset_date is not None) == (self.offset_link is not None)):
+            raise _TLEncodeError("messages.getExportedChatInvites: offset_date, offset_link share flags.2 and must be set together")
         b += _pack_I((8 if self.revoked else 0) | (4 if self.offset_date is not None else 0) | (4 if self.offset_link is not None else 0))
         self.peer._write(b)
         self.admin_id._write(b)
@@ -4744,6 +4751,8 @@ class TranslateText(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'E\xc3\xee\xa5'
+        if not ((self.peer is not None) == (self.id is not None)):
+            raise _TLEncodeError("messages.translateText: peer, id share flags.0 and must be set together")
         b += _pack_I((1 if self.peer is not None else 0) | (1 if self.id is not None else 0) | (2 if self.text is not None else 0) | (4 if self.tone is not None else 0))
         if self.peer is not None:
             self.peer._write(b)
@@ -7636,6 +7645,8 @@ class TranslateRichMessage(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\x04 T\x1a'
+        if not ((self.peer is not None) == (self.id is not None)):
+            raise _TLEncodeError("messages.translateRichMessage: peer, id share flags.0 and must be set together")
         b += _pack_I((1 if self.peer is not None else 0) | (1 if self.id is not None else 0) | (2 if self.text is not None else 0) | (4 if self.tone is not None else 0))
         if self.peer is not None:
             self.peer._write(b)

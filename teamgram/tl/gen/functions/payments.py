@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -931,6 +932,8 @@ class GetConnectedStarRefBots(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'S\xa5iX'
+        if not ((self.offset_date is not None) == (self.offset_link is not None)):
+            raise _TLEncodeError("payments.getConnectedStarRefBots: offset_date, offset_link share flags.2 and must be set together")
         b += _pack_I((4 if self.offset_date is not None else 0) | (4 if self.offset_link is not None else 0))
         self.peer._write(b)
         if self.offset_date is not None:

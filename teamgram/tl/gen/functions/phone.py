@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -352,6 +353,8 @@ class JoinGroupCall(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'W0\xb5\x8f'
+        if not ((self.public_key is not None) == (self.block is not None)):
+            raise _TLEncodeError("phone.joinGroupCall: public_key, block share flags.3 and must be set together")
         b += _pack_I((1 if self.muted else 0) | (4 if self.video_stopped else 0) | (2 if self.invite_hash is not None else 0) | (8 if self.public_key is not None else 0) | (8 if self.block is not None else 0))
         self.call._write(b)
         self.join_as._write(b)
@@ -590,6 +593,8 @@ class ToggleGroupCallRecord(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\x08\xc7(\xf1'
+        if not (bool(self.video) == (self.video_portrait is not None)):
+            raise _TLEncodeError("phone.toggleGroupCallRecord: video, video_portrait share flags.2 and must be set together")
         b += _pack_I((1 if self.start else 0) | (4 if self.video else 0) | (2 if self.title is not None else 0) | (4 if self.video_portrait is not None else 0))
         self.call._write(b)
         if self.title is not None:
@@ -947,6 +952,8 @@ class CreateConferenceCall(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\xbbD\x04}'
+        if not (bool(self.join) == (self.public_key is not None) == (self.block is not None) == (self.params is not None)):
+            raise _TLEncodeError("phone.createConferenceCall: join, public_key, block, params share flags.3 and must be set together")
         b += _pack_I((1 if self.muted else 0) | (4 if self.video_stopped else 0) | (8 if self.join else 0) | (8 if self.public_key is not None else 0) | (8 if self.block is not None else 0) | (8 if self.params is not None else 0))
         b += _pack_i(self.random_id)
         if self.public_key is not None:

@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -90,6 +91,8 @@ class SendStory(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'\x98h\x9e\x8f'
+        if not ((self.fwd_from_id is not None) == (self.fwd_from_story is not None)):
+            raise _TLEncodeError("stories.sendStory: fwd_from_id, fwd_from_story share flags.6 and must be set together")
         b += _pack_I((4 if self.pinned else 0) | (16 if self.noforwards else 0) | (128 if self.fwd_modified else 0) | (32 if self.media_areas is not None else 0) | (1 if self.caption is not None else 0) | (2 if self.entities is not None else 0) | (8 if self.period is not None else 0) | (64 if self.fwd_from_id is not None else 0) | (64 if self.fwd_from_story is not None else 0) | (256 if self.albums is not None else 0) | (512 if self.music is not None else 0))
         self.peer._write(b)
         self.media._write(b)
@@ -154,6 +157,8 @@ class EditStory(TLFunction):
 
     def _write(self, b: bytearray) -> None:
         b += b'+\xa7c,'
+        if not ((self.caption is not None) == (self.entities is not None)):
+            raise _TLEncodeError("stories.editStory: caption, entities share flags.1 and must be set together")
         b += _pack_I((1 if self.media is not None else 0) | (8 if self.media_areas is not None else 0) | (2 if self.caption is not None else 0) | (2 if self.entities is not None else 0) | (4 if self.privacy_rules is not None else 0) | (16 if self.music is not None else 0))
         self.peer._write(b)
         b += _pack_i(self.id)

@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -137,6 +138,8 @@ class Password(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'\xfbP{\x95'
+        if not (bool(self.has_password) == (self.current_algo is not None) == (self.srp_B is not None) == (self.srp_id is not None)):
+            raise _TLEncodeError("account.password: has_password, current_algo, srp_B, srp_id share flags.2 and must be set together")
         b += _pack_I((1 if self.has_recovery else 0) | (2 if self.has_secure_values else 0) | (4 if self.has_password else 0) | (4 if self.current_algo is not None else 0) | (4 if self.srp_B is not None else 0) | (4 if self.srp_id is not None else 0) | (8 if self.hint is not None else 0) | (16 if self.email_unconfirmed_pattern is not None else 0) | (32 if self.pending_reset_date is not None else 0) | (64 if self.login_email_pattern is not None else 0))
         if self.current_algo is not None:
             self.current_algo._write(b)
@@ -222,6 +225,8 @@ class PasswordInputSettings(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b"\xc9'7\xc2"
+        if not ((self.new_algo is not None) == (self.new_password_hash is not None) == (self.hint is not None)):
+            raise _TLEncodeError("account.passwordInputSettings: new_algo, new_password_hash, hint share flags.0 and must be set together")
         b += _pack_I((1 if self.new_algo is not None else 0) | (1 if self.new_password_hash is not None else 0) | (1 if self.hint is not None else 0) | (2 if self.email is not None else 0) | (4 if self.new_secure_settings is not None else 0))
         if self.new_algo is not None:
             self.new_algo._write(b)

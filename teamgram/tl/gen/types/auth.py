@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -152,6 +153,8 @@ class Authorization(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'\xd4\xc0\xa2.'
+        if not (bool(self.setup_password_required) == (self.otherwise_relogin_days is not None)):
+            raise _TLEncodeError("auth.authorization: setup_password_required, otherwise_relogin_days share flags.1 and must be set together")
         b += _pack_I((2 if self.setup_password_required else 0) | (2 if self.otherwise_relogin_days is not None else 0) | (1 if self.tmp_sessions is not None else 0) | (4 if self.future_auth_token is not None else 0))
         if self.otherwise_relogin_days is not None:
             b += _pack_i(self.otherwise_relogin_days)
@@ -565,6 +568,10 @@ class SentCodeTypeFirebaseSms(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'6\xd7\x9f\x00'
+        if not ((self.play_integrity_project_id is not None) == (self.play_integrity_nonce is not None)):
+            raise _TLEncodeError("auth.sentCodeTypeFirebaseSms: play_integrity_project_id, play_integrity_nonce share flags.2 and must be set together")
+        if not ((self.receipt is not None) == (self.push_timeout is not None)):
+            raise _TLEncodeError("auth.sentCodeTypeFirebaseSms: receipt, push_timeout share flags.1 and must be set together")
         b += _pack_I((1 if self.nonce is not None else 0) | (4 if self.play_integrity_project_id is not None else 0) | (4 if self.play_integrity_nonce is not None else 0) | (2 if self.receipt is not None else 0) | (2 if self.push_timeout is not None else 0))
         if self.nonce is not None:
             _write_bytes(b, self.nonce)

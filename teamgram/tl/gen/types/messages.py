@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -1814,6 +1815,8 @@ class TranscribedAudio(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'W\xd9\xb9\xcf'
+        if not ((self.trial_remains_num is not None) == (self.trial_remains_until_date is not None)):
+            raise _TLEncodeError("messages.transcribedAudio: trial_remains_num, trial_remains_until_date share flags.1 and must be set together")
         b += _pack_I((1 if self.pending else 0) | (2 if self.trial_remains_num is not None else 0) | (2 if self.trial_remains_until_date is not None else 0))
         b += _pack_q(self.transcription_id)
         _write_string(b, self.text)

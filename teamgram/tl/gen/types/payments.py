@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -95,6 +96,8 @@ class PaymentForm(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'Q\x87\x05\xa0'
+        if not ((self.native_provider is not None) == (self.native_params is not None)):
+            raise _TLEncodeError("payments.paymentForm: native_provider, native_params share flags.4 and must be set together")
         b += _pack_I((4 if self.can_save_credentials else 0) | (8 if self.password_missing else 0) | (32 if self.photo is not None else 0) | (16 if self.native_provider is not None else 0) | (16 if self.native_params is not None else 0) | (64 if self.additional_methods is not None else 0) | (1 if self.saved_info is not None else 0) | (2 if self.saved_credentials is not None else 0))
         b += _S_qq.pack(self.form_id, self.bot_id)
         _write_string(b, self.title)
@@ -977,6 +980,8 @@ class ResaleStarGifts(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'\xdf\x12z\x94'
+        if not ((self.attributes is not None) == (self.attributes_hash is not None)):
+            raise _TLEncodeError("payments.resaleStarGifts: attributes, attributes_hash share flags.1 and must be set together")
         b += _pack_I((1 if self.next_offset is not None else 0) | (2 if self.attributes is not None else 0) | (2 if self.attributes_hash is not None else 0) | (4 if self.counters is not None else 0))
         b += _pack_i(self.count)
         _write_vector_objects(b, self.gifts)
@@ -1074,6 +1079,10 @@ class UniqueStarGiftValueInfo(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'F\xe4/Q'
+        if not ((self.last_sale_date is not None) == (self.last_sale_price is not None)):
+            raise _TLEncodeError("payments.uniqueStarGiftValueInfo: last_sale_date, last_sale_price share flags.0 and must be set together")
+        if not ((self.fragment_listed_count is not None) == (self.fragment_listed_url is not None)):
+            raise _TLEncodeError("payments.uniqueStarGiftValueInfo: fragment_listed_count, fragment_listed_url share flags.5 and must be set together")
         b += _pack_I((2 if self.last_sale_on_fragment else 0) | (64 if self.value_is_average else 0) | (1 if self.last_sale_date is not None else 0) | (1 if self.last_sale_price is not None else 0) | (4 if self.floor_price is not None else 0) | (8 if self.average_price is not None else 0) | (16 if self.listed_count is not None else 0) | (32 if self.fragment_listed_count is not None else 0) | (32 if self.fragment_listed_url is not None else 0))
         _write_string(b, self.currency)
         b += _S_qiqq.pack(self.value, self.initial_sale_date, self.initial_sale_stars, self.initial_sale_price)

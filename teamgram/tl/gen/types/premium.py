@@ -11,6 +11,7 @@ from teamgram.tl.core import (
     BOOL_TRUE_BYTES as _TRUE,
     READERS as _READERS,
     VECTOR_BYTES as _VEC,
+    TLEncodeError as _TLEncodeError,
     TLFunction,
     TLObject,
     pack_I as _pack_I,
@@ -123,6 +124,8 @@ class BoostsStatus(TLObject):
 
     def _write(self, b: bytearray) -> None:
         b += b'zBYI'
+        if not (bool(self.my_boost) == (self.my_boost_slots is not None)):
+            raise _TLEncodeError("premium.boostsStatus: my_boost, my_boost_slots share flags.2 and must be set together")
         b += _pack_I((4 if self.my_boost else 0) | (16 if self.gift_boosts is not None else 0) | (1 if self.next_level_boosts is not None else 0) | (2 if self.premium_audience is not None else 0) | (8 if self.prepaid_giveaways is not None else 0) | (4 if self.my_boost_slots is not None else 0))
         b += _S_iii.pack(self.level, self.current_level_boosts, self.boosts)
         if self.gift_boosts is not None:

@@ -1,0 +1,317 @@
+"""The session service: the encrypted side of every client connection.
+
+gnetway hands it each encrypted packet with the connection it came on. The host
+finds the auth key, decrypts, feeds the sans-IO :class:`MTProtoSession`, runs
+queries through bff, and writes answers back encrypted. A session outlives its
+connection: unacknowledged messages are re-sent when the client comes back on a
+new connection (same key + session id) within the resend window, and pushed
+updates follow the connection that last sent a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from teamgram.bff.rpc import Dispatcher, RequestContext
+from teamgram.errors import RpcError
+from teamgram.interface.session.salts import CachedSalts, SaltSchedule
+from teamgram.mtproto.envelope import decrypt_client_message, encrypt_server_message
+from teamgram.mtproto.session import (
+    CloseAfter,
+    HttpWait,
+    MsgIdClock,
+    MTProtoSession,
+    RpcCall,
+    SessionDestroyed,
+    SessionLimits,
+)
+from teamgram.service.authsession.service import AuthKeyInfo, AuthSessionService, ClientInfo
+from teamgram.tl import TLFunction, types
+from teamgram.tl import functions as fn
+
+if TYPE_CHECKING:
+    from teamgram.server import Server
+
+log = logging.getLogger(__name__)
+
+# Calls an unbound temporary key may make (PFS): the rest get AUTH_KEY_PERM_EMPTY.
+_WRAPPERS = (
+    fn.InvokeWithLayer,
+    fn.InitConnection,
+    fn.InvokeWithoutUpdates,
+    fn.InvokeWithMessagesRange,
+    fn.InvokeWithTakeout,
+    fn.InvokeWithBusinessConnection,
+    fn.InvokeWithGooglePlayIntegrity,
+    fn.InvokeWithApnsSecret,
+    fn.InvokeWithReCaptcha,
+)
+
+
+class Connection(Protocol):
+    """What the session service needs from a gateway connection."""
+
+    conn_id: int
+    client_ip: str
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send_packets(self, packets: list[bytes]) -> None: ...
+
+    def send_quick_ack(self, token: int) -> None: ...
+
+    def send_transport_error(self, code: int) -> None: ...
+
+    def close_after(self, seconds: float) -> None: ...
+
+    def http_wait(self, max_delay: int, wait_after: int, max_wait: int) -> None: ...
+
+
+@dataclass(eq=False)
+class HostedSession:
+    key: AuthKeyInfo
+    mt: MTProtoSession
+    conn: Connection | None = None
+    flush_scheduled: bool = False
+    running: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    user_id: int | None = None
+
+
+class SessionHost:
+    def __init__(self, server: Server, dispatcher: Dispatcher) -> None:
+        self.server = server
+        self.config = server.config.session
+        self.auth: AuthSessionService = server.authsession
+        self.dispatcher = dispatcher
+        self.salts = SaltSchedule.from_data_dir(
+            server.config.data_dir, self.config.salt_lifetime_seconds
+        )
+        self.clock = MsgIdClock()
+        self.limits = SessionLimits(
+            msg_id_past=self.config.msg_id_past_seconds,
+            msg_id_future=self.config.msg_id_future_seconds,
+            resend_window=float(self.config.resend_window_seconds),
+            max_pending=self.config.max_pending_per_session,
+            gzip_threshold=self.config.gzip_threshold,
+        )
+        self.sessions: dict[tuple[int, int], HostedSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._janitor: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._janitor = asyncio.get_running_loop().create_task(self._expire_loop())
+
+    async def stop(self) -> None:
+        if self._janitor:
+            self._janitor.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            cutoff = time.time() - self.limits.resend_window
+            for k, s in list(self.sessions.items()):
+                if (s.conn is None or s.conn.closed) and s.mt.last_seen < cutoff:
+                    del self.sessions[k]
+
+    def connection_lost(self, conn: Connection) -> None:
+        """Forget the connection; its sessions keep their unacked messages."""
+        for s in self.sessions.values():
+            if s.conn is conn:
+                s.conn = None
+
+    # -------------------------------------------------------------------- inbound
+    async def on_packet(self, conn: Connection, packet: bytes, quick_ack: bool) -> None:
+        if len(packet) < 8:
+            conn.send_transport_error(-404)
+            return
+        key_id = struct.unpack_from("<q", packet)[0]
+        now = time.time()
+        key = await self.auth.get_key(key_id, now)
+        if key is None:
+            conn.send_transport_error(-404)
+            return
+        dec = decrypt_client_message(key.auth_key, packet)
+        if dec is None:
+            conn.send_transport_error(-404)
+            return
+        if quick_ack:
+            conn.send_quick_ack(dec.quick_ack_token)
+        sk = (key_id, dec.session_id)
+        hosted = self.sessions.get(sk)
+        if hosted is None:
+            salts = CachedSalts(self.salts, key_id)
+            mt = MTProtoSession(
+                session_id=dec.session_id,
+                auth_key_id=key_id,
+                clock=self.clock,
+                salt_ok=salts.ok,
+                current_salt=salts.current,
+                future_salts=salts.future,
+                limits=self.limits,
+            )
+            hosted = HostedSession(key=key, mt=mt)
+            self.sessions[sk] = hosted
+        if hosted.conn is not conn:
+            had_conn = hosted.conn is not None or hosted.mt.created
+            hosted.conn = conn
+            if had_conn:
+                hosted.mt.resend_unacked(now)
+        events = hosted.mt.receive(dec.salt, dec.msg_id, dec.seqno, dec.body, now)
+        for ev in events:
+            if isinstance(ev, RpcCall):
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                hosted.running[ev.msg_id] = fut
+                self._spawn(self._run_call(hosted, ev, fut))
+            elif isinstance(ev, CloseAfter):
+                conn.close_after(ev.seconds)
+            elif isinstance(ev, SessionDestroyed):
+                self._destroy_session(hosted, ev.session_id, now)
+            elif isinstance(ev, HttpWait):
+                conn.http_wait(ev.max_delay, ev.wait_after, ev.max_wait)
+        self._schedule_flush(hosted)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _destroy_session(self, hosted: HostedSession, session_id: int, now: float) -> None:
+        other = self.sessions.pop((hosted.key.auth_key_id, session_id), None)
+        if other is not None and other is not hosted:
+            body = types.DestroySessionOk(session_id=session_id).to_bytes()
+        else:
+            if other is hosted:  # a client may not destroy the session it speaks on
+                self.sessions[(hosted.key.auth_key_id, session_id)] = hosted
+            body = types.DestroySessionNone(session_id=session_id).to_bytes()
+        hosted.mt.add_bare(body, now)
+
+    # ----------------------------------------------------------------------- RPC
+    async def _run_call(
+        self, hosted: HostedSession, call: RpcCall, done: asyncio.Future[None]
+    ) -> None:
+        try:
+            for dep in call.after:
+                waiter = hosted.running.get(dep)
+                if waiter is not None and waiter is not done:
+                    await asyncio.shield(waiter)
+            result = await self._invoke(hosted, call.msg_id, call.query)
+            query = _innermost(call.query)
+            b = bytearray()
+            type(query).write_result(b, result)
+            hosted.mt.add_result(call.msg_id, bytes(b), time.time())
+        except RpcError as exc:
+            hosted.mt.add_error(call.msg_id, exc.code, exc.message, time.time())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error answering %s", type(call.query).__name__)
+            hosted.mt.add_error(call.msg_id, 500, "INTERNAL", time.time())
+        finally:
+            if not done.done():
+                done.set_result(None)
+            hosted.running.pop(call.msg_id, None)
+            self._schedule_flush(hosted)
+
+    async def _invoke(self, hosted: HostedSession, msg_id: int, query: TLFunction) -> Any:
+        key = hosted.key
+        conn = hosted.conn
+        # Unwrap invokeWithLayer / initConnection / ... remembering what they say.
+        while isinstance(query, _WRAPPERS):
+            if isinstance(query, fn.InvokeWithLayer):
+                await self.auth.set_layer(key.auth_key_id, query.layer)
+            elif isinstance(query, fn.InitConnection):
+                await self.auth.set_client_info(
+                    key.auth_key_id,
+                    ClientInfo(
+                        api_id=query.api_id,
+                        device_model=query.device_model,
+                        system_version=query.system_version,
+                        app_version=query.app_version,
+                        system_lang_code=query.system_lang_code,
+                        lang_pack=query.lang_pack,
+                        lang_code=query.lang_code,
+                        client_ip=conn.client_ip if conn else "",
+                    ),
+                )
+            elif isinstance(query, fn.InvokeWithoutUpdates):
+                hosted.mt.no_updates = True
+            query = query.query
+            if not isinstance(query, TLFunction):
+                raise RpcError(400, "INPUT_METHOD_INVALID")
+        if isinstance(query, fn.DestroyAuthKey):
+            return await self._destroy_auth_key(hosted)
+        route = self.dispatcher.routes.get(type(query))
+        if route is None:
+            # Telegram answers 401 to every non-auth method before sign-in.
+            if hosted.user_id is None:
+                raise RpcError(401, "AUTH_KEY_UNREGISTERED")
+            route = self.dispatcher.route(query)
+        if key.is_temp and not key.perm_auth_key_id and not route.allow_unbound_temp:
+            raise RpcError(401, "AUTH_KEY_PERM_EMPTY")
+        ctx = RequestContext(
+            server=self.server,
+            auth_key=key,
+            session_id=hosted.mt.session_id,
+            msg_id=msg_id,
+            layer=key.layer,
+            client_ip=conn.client_ip if conn else "",
+            user_id=hosted.user_id,
+        )
+        if ctx.user_id is None and not route.allow_anonymous:
+            raise RpcError(401, "AUTH_KEY_UNREGISTERED")
+        return await route.handler(ctx, query)
+
+    async def _destroy_auth_key(self, hosted: HostedSession) -> Any:
+        key_id = hosted.key.auth_key_id
+        ok = await self.auth.destroy_key(key_id)
+        for k in [k for k in self.sessions if k[0] == key_id]:
+            s = self.sessions.pop(k)
+            if s is not hosted and s.conn is not None:
+                s.conn.send_transport_error(-404)
+        return types.DestroyAuthKeyOk() if ok else types.DestroyAuthKeyNone()
+
+    # ------------------------------------------------------------------- outbound
+    def _schedule_flush(self, hosted: HostedSession) -> None:
+        if hosted.flush_scheduled or not hosted.mt.has_output():
+            return
+        hosted.flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush, hosted)
+
+    def _flush(self, hosted: HostedSession) -> None:
+        hosted.flush_scheduled = False
+        conn = hosted.conn
+        if conn is None or conn.closed:
+            return  # kept (content-related ones) until the client comes back
+        now = time.time()
+        key = hosted.key
+        salt = hosted.mt.current_salt(now)
+        sid = hosted.mt.session_id
+        packets = [
+            encrypt_server_message(key.auth_key, key.id_bytes, salt, sid, m.msg_id, m.seqno, m.body)
+            for m in hosted.mt.flush(now)
+        ]
+        if packets:
+            conn.send_packets(packets)
+
+    def push(self, hosted: HostedSession, update_body: bytes) -> None:
+        """Queue an update for one session (sync service calls this)."""
+        if hosted.mt.no_updates:
+            return
+        hosted.mt.add_update(update_body, time.time())
+        self._schedule_flush(hosted)
+
+
+def _innermost(query: TLFunction) -> TLFunction:
+    while isinstance(query, _WRAPPERS):
+        query = query.query
+    return query
