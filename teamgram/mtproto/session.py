@@ -248,12 +248,16 @@ class MTProtoSession:
             self._bad_msg(msg_id, seqno, code, now)
             return events
         is_container = len(body) >= 4 and struct.unpack_from("<I", body)[0] == MSG_CONTAINER_ID
-        code = self._check_seqno(msg_id, seqno, content=not is_container and not self._is_ack(body))
-        if code:
-            self._bad_msg(msg_id, seqno, code, now)
+        content = not is_container and not self._is_ack(body)
+        if content and not seqno & 1:
+            self._bad_msg(msg_id, seqno, SEQNO_EXPECTED_ODD, now)
+            return events
+        if not content and seqno & 1:
+            self._bad_msg(msg_id, seqno, SEQNO_EXPECTED_EVEN, now)
             return events
         if not self.salt_ok(salt, now):
-            # The message is not processed; the client resends it with the new salt.
+            # Not processed (and not counted for seqno order): the client resends it
+            # with the new salt, under a new msg_id.
             self._send(
                 types.BadServerSalt(
                     bad_msg_id=msg_id,
@@ -265,6 +269,10 @@ class MTProtoSession:
                 answer=True,
                 now=now,
             )
+            return events
+        code = self._check_seqno(msg_id, seqno, content=content)
+        if code:
+            self._bad_msg(msg_id, seqno, code, now)
             return events
         if is_container:
             if msg_id in self._seen:
@@ -392,7 +400,7 @@ class MTProtoSession:
             return
         if t is fn.GetFutureSalts:
             num = max(1, min(64, obj.num))
-            salts = [
+            salts: list[Any] = [
                 types.FutureSalt(valid_since=a, valid_until=b, salt=s)
                 for a, b, s in self.future_salts(now, num)
             ]
@@ -405,10 +413,9 @@ class MTProtoSession:
             )
             return
         if t is types.MsgsStateReq:
+            info: Any = self._states(obj.msg_ids, now)  # raw bytes in a TL string
             self._send(
-                types.MsgsStateInfo(
-                    req_msg_id=msg_id, info=self._states(obj.msg_ids, now)
-                ).to_bytes(),
+                types.MsgsStateInfo(req_msg_id=msg_id, info=info).to_bytes(),
                 content=True,
                 answer=True,
                 now=now,
@@ -438,9 +445,9 @@ class MTProtoSession:
             if seen is not None:
                 seen.state = 1
             after: tuple[int, ...] = ()
-            if t is fn.InvokeAfterMsg:
+            if isinstance(obj, fn.InvokeAfterMsg):
                 after, obj = (obj.msg_id,), obj.query
-            elif t is fn.InvokeAfterMsgs:
+            elif isinstance(obj, fn.InvokeAfterMsgs):
                 after, obj = tuple(obj.msg_ids), obj.query
             if not isinstance(obj, TLFunction):
                 self.add_error(msg_id, 400, "INPUT_METHOD_INVALID", now)

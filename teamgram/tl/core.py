@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+from builtins import bytes as _bytes
+from builtins import int as _int
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -66,7 +68,7 @@ def register(*classes: type[TLObject]) -> None:
 class TLObject:
     """Base of every generated constructor and function."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
     CONSTRUCTOR_ID: ClassVar[int] = 0
     TL_NAME: ClassVar[str] = ""
     TL_TYPE: ClassVar[str] = ""
@@ -236,36 +238,36 @@ class Reader:
 
     __slots__ = ("data", "depth", "end", "pos")
 
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+    def __init__(self, data: _bytes, pos: _int = 0, end: _int | None = None) -> None:
         self.data = data
         self.pos = pos
         self.end = len(data) if end is None else end
         self.depth = 0
 
-    def _need(self, n: int) -> int:
+    def _need(self, n: _int) -> _int:
         p = self.pos
         if p + n > self.end:
             raise TLDecodeError(f"truncated: need {n} bytes at offset {p}, have {self.end - p}")
         self.pos = p + n
         return p
 
-    def int(self) -> int:
+    def int(self) -> _int:
         return unpack_i(self.data, self._need(4))[0]
 
-    def uint(self) -> int:
+    def uint(self) -> _int:
         return unpack_I(self.data, self._need(4))[0]
 
-    def long(self) -> int:
+    def long(self) -> _int:
         return unpack_q(self.data, self._need(8))[0]
 
     def double(self) -> float:
         return unpack_d(self.data, self._need(8))[0]
 
-    def raw(self, n: int) -> bytes:
+    def raw(self, n: _int) -> _bytes:
         p = self._need(n)
         return bytes(self.data[p : p + n])
 
-    def bytes(self) -> bytes:
+    def bytes(self) -> _bytes:
         data = self.data
         p = self.pos
         if p >= self.end:
@@ -296,44 +298,44 @@ class Reader:
             return False
         raise TLDecodeError(f"expected Bool, got constructor {cid:#010x} at {self.pos - 4}")
 
-    def vector_len(self) -> int:
+    def vector_len(self) -> _int:
         p = self._need(8)
         cid, n = struct.unpack_from("<Ii", self.data, p)
         if cid != VECTOR_ID:
             raise TLDecodeError(f"expected Vector, got constructor {cid:#010x} at offset {p}")
         return self._check_count(n)
 
-    def count(self) -> int:
+    def count(self) -> _int:
         """Element count of a bare ``vector<T>``."""
         return self._check_count(unpack_i(self.data, self._need(4))[0])
 
-    def _check_count(self, n: int) -> int:
+    def _check_count(self, n: _int) -> _int:
         # Every element takes at least 4 bytes: refuse counts the input cannot hold.
         if n < 0 or n * 4 > self.end - self.pos:
             raise TLDecodeError(f"bad vector length {n} at offset {self.pos}")
         return n
 
-    def ints(self, n: int) -> list[int]:
+    def ints(self, n: _int) -> list[_int]:
         p = self._need(4 * n)
         return list(struct.unpack_from(f"<{n}i", self.data, p))
 
-    def longs(self, n: int) -> list[int]:
+    def longs(self, n: _int) -> list[_int]:
         p = self._need(8 * n)
         return list(struct.unpack_from(f"<{n}q", self.data, p))
 
-    def vector_int(self) -> list[int]:
+    def vector_int(self) -> list[_int]:
         return self.ints(self.vector_len())
 
-    def vector_long(self) -> list[int]:
+    def vector_long(self) -> list[_int]:
         return self.longs(self.vector_len())
 
     def vector_string(self) -> list[str]:
         return [self.string() for _ in range(self.vector_len())]
 
-    def vector_bytes(self) -> list[bytes]:
+    def vector_bytes(self) -> list[_bytes]:
         return [self.bytes() for _ in range(self.vector_len())]
 
-    def vector_object(self, allowed: frozenset[int] | None = None) -> list[Any]:
+    def vector_object(self, allowed: frozenset[_int] | None = None) -> list[Any]:
         n = self.vector_len()
         if allowed is None:
             return [self.object() for _ in range(n)]
@@ -354,7 +356,7 @@ class Reader:
         finally:
             self.depth -= 1
 
-    def typed(self, allowed: frozenset[int]) -> Any:
+    def typed(self, allowed: frozenset[_int]) -> Any:
         """Read a boxed object that must be one of ``allowed`` constructors."""
         p = self.pos
         if p + 4 <= self.end:

@@ -338,7 +338,10 @@ class ModuleWriter:
 
     def py_type(self, a: TLArg) -> str:
         base = PY_TYPE.get(a.type, "Any" if a.type == "Object" else "TLObject")
-        return f"list[{base}]" if a.is_vector else base
+        if a.is_vector:
+            # list is invariant: list[Any] lets handlers pass list[types.User] etc.
+            return f"list[{base}]" if a.type in PY_TYPE else "list[Any]"
+        return base
 
     def render(self, header: str, submodules: list[str]) -> str:
         out = [header]

@@ -107,16 +107,18 @@ class Gateway:
         if not self.admit(ip):
             await ws.close()
             return ws
-        loop = asyncio.get_running_loop()
+        # One writer task per socket keeps frames in order; write() never blocks the caller.
+        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-        def write(data: bytes) -> None:
-            if not ws.closed:
-                loop.create_task(ws.send_bytes(data))
+        async def writer() -> None:
+            while (data := await outbox.get()) is not None:
+                if ws.closed:
+                    break
+                await ws.send_bytes(data)
+            await ws.close()
 
-        def close() -> None:
-            loop.create_task(ws.close())
-
-        conn = GatewayConnection(self, write, close, ip)
+        writer_task = asyncio.get_running_loop().create_task(writer())
+        conn = GatewayConnection(self, outbox.put_nowait, lambda: outbox.put_nowait(None), ip)
         self.connections.add(conn)
         try:
             async for msg in ws:
@@ -130,6 +132,8 @@ class Gateway:
         finally:
             conn.connection_lost()
             self.forget(conn)
+            outbox.put_nowait(None)
+            await asyncio.wait([writer_task], timeout=5)
         return ws
 
     async def stop(self) -> None:

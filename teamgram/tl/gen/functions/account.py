@@ -389,7 +389,7 @@ class SetPrivacy(TLFunction):
     TL_NAME = "account.setPrivacy"
     TL_TYPE = "account.PrivacyRules"
 
-    def __init__(_o, key: TLObject, rules: list[TLObject]) -> None:
+    def __init__(_o, key: TLObject, rules: list[Any]) -> None:
         _o.key = key
         _o.rules = rules
 
@@ -827,7 +827,7 @@ class GetSecureValue(TLFunction):
     TL_TYPE = "Vector<SecureValue>"
     RESULT_ELEM = "object"
 
-    def __init__(_o, types: list[TLObject]) -> None:
+    def __init__(_o, types: list[Any]) -> None:
         _o.types = types
 
     def _write(self, b: bytearray) -> None:
@@ -874,7 +874,7 @@ class DeleteSecureValue(TLFunction):
     TL_NAME = "account.deleteSecureValue"
     TL_TYPE = "Bool"
 
-    def __init__(_o, types: list[TLObject]) -> None:
+    def __init__(_o, types: list[Any]) -> None:
         _o.types = types
 
     def _write(self, b: bytearray) -> None:
@@ -924,7 +924,7 @@ class AcceptAuthorization(TLFunction):
     TL_NAME = "account.acceptAuthorization"
     TL_TYPE = "Bool"
 
-    def __init__(_o, bot_id: int, scope: str, public_key: str, value_hashes: list[TLObject], credentials: TLObject) -> None:
+    def __init__(_o, bot_id: int, scope: str, public_key: str, value_hashes: list[Any], credentials: TLObject) -> None:
         _o.bot_id = bot_id
         _o.scope = scope
         _o.public_key = public_key
@@ -1465,7 +1465,7 @@ class CreateTheme(TLFunction):
     TL_NAME = "account.createTheme"
     TL_TYPE = "Theme"
 
-    def __init__(_o, slug: str, title: str, *, document: TLObject | None = None, settings: list[TLObject] | None = None) -> None:
+    def __init__(_o, slug: str, title: str, *, document: TLObject | None = None, settings: list[Any] | None = None) -> None:
         _o.slug = slug
         _o.title = title
         _o.document = document
@@ -1500,7 +1500,7 @@ class UpdateTheme(TLFunction):
     TL_NAME = "account.updateTheme"
     TL_TYPE = "Theme"
 
-    def __init__(_o, format: str, theme: TLObject, *, slug: str | None = None, title: str | None = None, document: TLObject | None = None, settings: list[TLObject] | None = None) -> None:
+    def __init__(_o, format: str, theme: TLObject, *, slug: str | None = None, title: str | None = None, document: TLObject | None = None, settings: list[Any] | None = None) -> None:
         _o.format = format
         _o.theme = theme
         _o.slug = slug
@@ -1697,7 +1697,7 @@ class GetMultiWallPapers(TLFunction):
     TL_TYPE = "Vector<WallPaper>"
     RESULT_ELEM = "object"
 
-    def __init__(_o, wallpapers: list[TLObject]) -> None:
+    def __init__(_o, wallpapers: list[Any]) -> None:
         _o.wallpapers = wallpapers
 
     def _write(self, b: bytearray) -> None:

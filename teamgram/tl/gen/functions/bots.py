@@ -102,7 +102,7 @@ class SetBotCommands(TLFunction):
     TL_NAME = "bots.setBotCommands"
     TL_TYPE = "Bool"
 
-    def __init__(_o, scope: TLObject, lang_code: str, commands: list[TLObject]) -> None:
+    def __init__(_o, scope: TLObject, lang_code: str, commands: list[Any]) -> None:
         _o.scope = scope
         _o.lang_code = lang_code
         _o.commands = commands
@@ -552,7 +552,7 @@ class DeletePreviewMedia(TLFunction):
     TL_NAME = "bots.deletePreviewMedia"
     TL_TYPE = "Bool"
 
-    def __init__(_o, bot: TLObject, lang_code: str, media: list[TLObject]) -> None:
+    def __init__(_o, bot: TLObject, lang_code: str, media: list[Any]) -> None:
         _o.bot = bot
         _o.lang_code = lang_code
         _o.media = media
@@ -580,7 +580,7 @@ class ReorderPreviewMedias(TLFunction):
     TL_NAME = "bots.reorderPreviewMedias"
     TL_TYPE = "Bool"
 
-    def __init__(_o, bot: TLObject, lang_code: str, order: list[TLObject]) -> None:
+    def __init__(_o, bot: TLObject, lang_code: str, order: list[Any]) -> None:
         _o.bot = bot
         _o.lang_code = lang_code
         _o.order = order
@@ -993,7 +993,7 @@ class EditAccessSettings(TLFunction):
     TL_NAME = "bots.editAccessSettings"
     TL_TYPE = "Bool"
 
-    def __init__(_o, bot: TLObject, *, restricted: bool = False, add_users: list[TLObject] | None = None) -> None:
+    def __init__(_o, bot: TLObject, *, restricted: bool = False, add_users: list[Any] | None = None) -> None:
         _o.restricted = restricted
         _o.bot = bot
         _o.add_users = add_users

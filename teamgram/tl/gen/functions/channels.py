@@ -135,7 +135,7 @@ class GetMessages(TLFunction):
     TL_NAME = "channels.getMessages"
     TL_TYPE = "messages.Messages"
 
-    def __init__(_o, channel: TLObject, id: list[TLObject]) -> None:
+    def __init__(_o, channel: TLObject, id: list[Any]) -> None:
         _o.channel = channel
         _o.id = id
 
@@ -215,7 +215,7 @@ class GetChannels(TLFunction):
     TL_NAME = "channels.getChannels"
     TL_TYPE = "messages.Chats"
 
-    def __init__(_o, id: list[TLObject]) -> None:
+    def __init__(_o, id: list[Any]) -> None:
         _o.id = id
 
     def _write(self, b: bytearray) -> None:
@@ -486,7 +486,7 @@ class InviteToChannel(TLFunction):
     TL_NAME = "channels.inviteToChannel"
     TL_TYPE = "messages.InvitedUsers"
 
-    def __init__(_o, channel: TLObject, users: list[TLObject]) -> None:
+    def __init__(_o, channel: TLObject, users: list[Any]) -> None:
         _o.channel = channel
         _o.users = users
 
@@ -649,7 +649,7 @@ class GetAdminLog(TLFunction):
     TL_NAME = "channels.getAdminLog"
     TL_TYPE = "channels.AdminLogResults"
 
-    def __init__(_o, channel: TLObject, q: str, max_id: int, min_id: int, limit: int, *, events_filter: TLObject | None = None, admins: list[TLObject] | None = None) -> None:
+    def __init__(_o, channel: TLObject, q: str, max_id: int, min_id: int, limit: int, *, events_filter: TLObject | None = None, admins: list[Any] | None = None) -> None:
         _o.channel = channel
         _o.q = q
         _o.events_filter = events_filter

@@ -43,7 +43,7 @@ class ExportChatlistInvite(TLFunction):
     TL_NAME = "chatlists.exportChatlistInvite"
     TL_TYPE = "chatlists.ExportedChatlistInvite"
 
-    def __init__(_o, chatlist: TLObject, title: str, peers: list[TLObject]) -> None:
+    def __init__(_o, chatlist: TLObject, title: str, peers: list[Any]) -> None:
         _o.chatlist = chatlist
         _o.title = title
         _o.peers = peers
@@ -96,7 +96,7 @@ class EditExportedInvite(TLFunction):
     TL_NAME = "chatlists.editExportedInvite"
     TL_TYPE = "ExportedChatlistInvite"
 
-    def __init__(_o, chatlist: TLObject, slug: str, *, title: str | None = None, peers: list[TLObject] | None = None) -> None:
+    def __init__(_o, chatlist: TLObject, slug: str, *, title: str | None = None, peers: list[Any] | None = None) -> None:
         _o.chatlist = chatlist
         _o.slug = slug
         _o.title = title
@@ -175,7 +175,7 @@ class JoinChatlistInvite(TLFunction):
     TL_NAME = "chatlists.joinChatlistInvite"
     TL_TYPE = "Updates"
 
-    def __init__(_o, slug: str, peers: list[TLObject]) -> None:
+    def __init__(_o, slug: str, peers: list[Any]) -> None:
         _o.slug = slug
         _o.peers = peers
 
@@ -222,7 +222,7 @@ class JoinChatlistUpdates(TLFunction):
     TL_NAME = "chatlists.joinChatlistUpdates"
     TL_TYPE = "Updates"
 
-    def __init__(_o, chatlist: TLObject, peers: list[TLObject]) -> None:
+    def __init__(_o, chatlist: TLObject, peers: list[Any]) -> None:
         _o.chatlist = chatlist
         _o.peers = peers
 
@@ -292,7 +292,7 @@ class LeaveChatlist(TLFunction):
     TL_NAME = "chatlists.leaveChatlist"
     TL_TYPE = "Updates"
 
-    def __init__(_o, chatlist: TLObject, peers: list[TLObject]) -> None:
+    def __init__(_o, chatlist: TLObject, peers: list[Any]) -> None:
         _o.chatlist = chatlist
         _o.peers = peers
 

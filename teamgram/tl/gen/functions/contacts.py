@@ -115,7 +115,7 @@ class ImportContacts(TLFunction):
     TL_NAME = "contacts.importContacts"
     TL_TYPE = "contacts.ImportedContacts"
 
-    def __init__(_o, contacts: list[TLObject]) -> None:
+    def __init__(_o, contacts: list[Any]) -> None:
         _o.contacts = contacts
 
     def _write(self, b: bytearray) -> None:
@@ -137,7 +137,7 @@ class DeleteContacts(TLFunction):
     TL_NAME = "contacts.deleteContacts"
     TL_TYPE = "Updates"
 
-    def __init__(_o, id: list[TLObject]) -> None:
+    def __init__(_o, id: list[Any]) -> None:
         _o.id = id
 
     def _write(self, b: bytearray) -> None:
@@ -663,7 +663,7 @@ class SetBlocked(TLFunction):
     TL_NAME = "contacts.setBlocked"
     TL_TYPE = "Bool"
 
-    def __init__(_o, id: list[TLObject], limit: int, *, my_stories_from: bool = False) -> None:
+    def __init__(_o, id: list[Any], limit: int, *, my_stories_from: bool = False) -> None:
         _o.my_stories_from = my_stories_from
         _o.id = id
         _o.limit = limit

@@ -48,7 +48,7 @@ class SendMessage(TLFunction):
     TL_NAME = "ephemeral.sendMessage"
     TL_TYPE = "Updates"
 
-    def __init__(_o, receiver_id: TLObject, message: str, random_id: int, *, invert_media: bool = False, welcome: bool = False, anchor: bool = False, noforwards: bool = False, peer: TLObject | None = None, query_id: int | None = None, entities: list[TLObject] | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, rich_message: TLObject | None = None, reply_to: TLObject | None = None) -> None:
+    def __init__(_o, receiver_id: TLObject, message: str, random_id: int, *, invert_media: bool = False, welcome: bool = False, anchor: bool = False, noforwards: bool = False, peer: TLObject | None = None, query_id: int | None = None, entities: list[Any] | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, rich_message: TLObject | None = None, reply_to: TLObject | None = None) -> None:
         _o.invert_media = invert_media
         _o.welcome = welcome
         _o.anchor = anchor
@@ -207,7 +207,7 @@ class EditMessage(TLFunction):
     TL_NAME = "ephemeral.editMessage"
     TL_TYPE = "Updates"
 
-    def __init__(_o, receiver_id: TLObject, id: int, *, invert_media: bool = False, welcome: bool = False, peer: TLObject | None = None, message: str | None = None, media: TLObject | None = None, entities: list[TLObject] | None = None, reply_markup: TLObject | None = None, rich_message: TLObject | None = None) -> None:
+    def __init__(_o, receiver_id: TLObject, id: int, *, invert_media: bool = False, welcome: bool = False, peer: TLObject | None = None, message: str | None = None, media: TLObject | None = None, entities: list[Any] | None = None, reply_markup: TLObject | None = None, rich_message: TLObject | None = None) -> None:
         _o.invert_media = invert_media
         _o.welcome = welcome
         _o.peer = peer

@@ -42,7 +42,7 @@ class EditPeerFolders(TLFunction):
     TL_NAME = "folders.editPeerFolders"
     TL_TYPE = "Updates"
 
-    def __init__(_o, folder_peers: list[TLObject]) -> None:
+    def __init__(_o, folder_peers: list[Any]) -> None:
         _o.folder_peers = folder_peers
 
     def _write(self, b: bytearray) -> None:

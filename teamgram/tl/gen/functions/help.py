@@ -301,7 +301,7 @@ class SaveAppLog(TLFunction):
     TL_NAME = "help.saveAppLog"
     TL_TYPE = "Bool"
 
-    def __init__(_o, events: list[TLObject]) -> None:
+    def __init__(_o, events: list[Any]) -> None:
         _o.events = events
 
     def _write(self, b: bytearray) -> None:
@@ -387,7 +387,7 @@ class EditUserInfo(TLFunction):
     TL_NAME = "help.editUserInfo"
     TL_TYPE = "help.UserInfo"
 
-    def __init__(_o, user_id: TLObject, message: str, entities: list[TLObject]) -> None:
+    def __init__(_o, user_id: TLObject, message: str, entities: list[Any]) -> None:
         _o.user_id = user_id
         _o.message = message
         _o.entities = entities

@@ -98,7 +98,7 @@ class GetMessages(TLFunction):
     TL_NAME = "messages.getMessages"
     TL_TYPE = "messages.Messages"
 
-    def __init__(_o, id: list[TLObject]) -> None:
+    def __init__(_o, id: list[Any]) -> None:
         _o.id = id
 
     def _write(self, b: bytearray) -> None:
@@ -189,7 +189,7 @@ class Search(TLFunction):
     TL_NAME = "messages.search"
     TL_TYPE = "messages.Messages"
 
-    def __init__(_o, peer: TLObject, q: str, filter: TLObject, min_date: int, max_date: int, offset_id: int, add_offset: int, limit: int, max_id: int, min_id: int, hash: int, *, from_id: TLObject | None = None, saved_peer_id: TLObject | None = None, saved_reaction: list[TLObject] | None = None, top_msg_id: int | None = None) -> None:
+    def __init__(_o, peer: TLObject, q: str, filter: TLObject, min_date: int, max_date: int, offset_id: int, add_offset: int, limit: int, max_id: int, min_id: int, hash: int, *, from_id: TLObject | None = None, saved_peer_id: TLObject | None = None, saved_reaction: list[Any] | None = None, top_msg_id: int | None = None) -> None:
         _o.peer = peer
         _o.q = q
         _o.from_id = from_id
@@ -389,7 +389,7 @@ class SendMessage(TLFunction):
     TL_NAME = "messages.sendMessage"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, message: str, random_id: int, *, no_webpage: bool = False, silent: bool = False, background: bool = False, clear_draft: bool = False, noforwards: bool = False, update_stickersets_order: bool = False, invert_media: bool = False, allow_paid_floodskip: bool = False, reply_to: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[TLObject] | None = None, schedule_date: int | None = None, schedule_repeat_period: int | None = None, send_as: TLObject | None = None, quick_reply_shortcut: TLObject | None = None, effect: int | None = None, allow_paid_stars: int | None = None, suggested_post: TLObject | None = None, rich_message: TLObject | None = None) -> None:
+    def __init__(_o, peer: TLObject, message: str, random_id: int, *, no_webpage: bool = False, silent: bool = False, background: bool = False, clear_draft: bool = False, noforwards: bool = False, update_stickersets_order: bool = False, invert_media: bool = False, allow_paid_floodskip: bool = False, reply_to: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[Any] | None = None, schedule_date: int | None = None, schedule_repeat_period: int | None = None, send_as: TLObject | None = None, quick_reply_shortcut: TLObject | None = None, effect: int | None = None, allow_paid_stars: int | None = None, suggested_post: TLObject | None = None, rich_message: TLObject | None = None) -> None:
         _o.no_webpage = no_webpage
         _o.silent = silent
         _o.background = background
@@ -479,7 +479,7 @@ class SendMedia(TLFunction):
     TL_NAME = "messages.sendMedia"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, media: TLObject, message: str, random_id: int, *, silent: bool = False, background: bool = False, clear_draft: bool = False, noforwards: bool = False, update_stickersets_order: bool = False, invert_media: bool = False, allow_paid_floodskip: bool = False, reply_to: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[TLObject] | None = None, schedule_date: int | None = None, schedule_repeat_period: int | None = None, send_as: TLObject | None = None, quick_reply_shortcut: TLObject | None = None, effect: int | None = None, allow_paid_stars: int | None = None, suggested_post: TLObject | None = None) -> None:
+    def __init__(_o, peer: TLObject, media: TLObject, message: str, random_id: int, *, silent: bool = False, background: bool = False, clear_draft: bool = False, noforwards: bool = False, update_stickersets_order: bool = False, invert_media: bool = False, allow_paid_floodskip: bool = False, reply_to: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[Any] | None = None, schedule_date: int | None = None, schedule_repeat_period: int | None = None, send_as: TLObject | None = None, quick_reply_shortcut: TLObject | None = None, effect: int | None = None, allow_paid_stars: int | None = None, suggested_post: TLObject | None = None) -> None:
         _o.silent = silent
         _o.background = background
         _o.clear_draft = clear_draft
@@ -881,7 +881,7 @@ class CreateChat(TLFunction):
     TL_NAME = "messages.createChat"
     TL_TYPE = "messages.InvitedUsers"
 
-    def __init__(_o, users: list[TLObject], title: str, *, ttl_period: int | None = None) -> None:
+    def __init__(_o, users: list[Any], title: str, *, ttl_period: int | None = None) -> None:
         _o.users = users
         _o.title = title
         _o.ttl_period = ttl_period
@@ -1276,7 +1276,7 @@ class GetWebPagePreview(TLFunction):
     TL_NAME = "messages.getWebPagePreview"
     TL_TYPE = "messages.WebPagePreview"
 
-    def __init__(_o, message: str, *, entities: list[TLObject] | None = None) -> None:
+    def __init__(_o, message: str, *, entities: list[Any] | None = None) -> None:
         _o.message = message
         _o.entities = entities
 
@@ -1766,7 +1766,7 @@ class SetInlineBotResults(TLFunction):
     TL_NAME = "messages.setInlineBotResults"
     TL_TYPE = "Bool"
 
-    def __init__(_o, query_id: int, results: list[TLObject], cache_time: int, *, gallery: bool = False, private: bool = False, next_offset: str | None = None, switch_pm: TLObject | None = None, switch_webview: TLObject | None = None) -> None:
+    def __init__(_o, query_id: int, results: list[Any], cache_time: int, *, gallery: bool = False, private: bool = False, next_offset: str | None = None, switch_pm: TLObject | None = None, switch_webview: TLObject | None = None) -> None:
         _o.gallery = gallery
         _o.private = private
         _o.query_id = query_id
@@ -1896,7 +1896,7 @@ class EditMessage(TLFunction):
     TL_NAME = "messages.editMessage"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, id: int, *, no_webpage: bool = False, invert_media: bool = False, message: str | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[TLObject] | None = None, schedule_date: int | None = None, schedule_repeat_period: int | None = None, quick_reply_shortcut_id: int | None = None, rich_message: TLObject | None = None) -> None:
+    def __init__(_o, peer: TLObject, id: int, *, no_webpage: bool = False, invert_media: bool = False, message: str | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[Any] | None = None, schedule_date: int | None = None, schedule_repeat_period: int | None = None, quick_reply_shortcut_id: int | None = None, rich_message: TLObject | None = None) -> None:
         _o.no_webpage = no_webpage
         _o.invert_media = invert_media
         _o.peer = peer
@@ -1959,7 +1959,7 @@ class EditInlineBotMessage(TLFunction):
     TL_NAME = "messages.editInlineBotMessage"
     TL_TYPE = "Bool"
 
-    def __init__(_o, id: TLObject, *, no_webpage: bool = False, invert_media: bool = False, message: str | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[TLObject] | None = None, rich_message: TLObject | None = None) -> None:
+    def __init__(_o, id: TLObject, *, no_webpage: bool = False, invert_media: bool = False, message: str | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[Any] | None = None, rich_message: TLObject | None = None) -> None:
         _o.no_webpage = no_webpage
         _o.invert_media = invert_media
         _o.id = id
@@ -2081,7 +2081,7 @@ class GetPeerDialogs(TLFunction):
     TL_NAME = "messages.getPeerDialogs"
     TL_TYPE = "messages.PeerDialogs"
 
-    def __init__(_o, peers: list[TLObject]) -> None:
+    def __init__(_o, peers: list[Any]) -> None:
         _o.peers = peers
 
     def _write(self, b: bytearray) -> None:
@@ -2103,7 +2103,7 @@ class SaveDraft(TLFunction):
     TL_NAME = "messages.saveDraft"
     TL_TYPE = "Bool"
 
-    def __init__(_o, peer: TLObject, message: str, *, no_webpage: bool = False, invert_media: bool = False, reply_to: TLObject | None = None, entities: list[TLObject] | None = None, media: TLObject | None = None, effect: int | None = None, suggested_post: TLObject | None = None, rich_message: TLObject | None = None) -> None:
+    def __init__(_o, peer: TLObject, message: str, *, no_webpage: bool = False, invert_media: bool = False, reply_to: TLObject | None = None, entities: list[Any] | None = None, media: TLObject | None = None, effect: int | None = None, suggested_post: TLObject | None = None, rich_message: TLObject | None = None) -> None:
         _o.no_webpage = no_webpage
         _o.invert_media = invert_media
         _o.reply_to = reply_to
@@ -2575,7 +2575,7 @@ class ReorderPinnedDialogs(TLFunction):
     TL_NAME = "messages.reorderPinnedDialogs"
     TL_TYPE = "Bool"
 
-    def __init__(_o, folder_id: int, order: list[TLObject], *, force: bool = False) -> None:
+    def __init__(_o, folder_id: int, order: list[Any], *, force: bool = False) -> None:
         _o.force = force
         _o.folder_id = folder_id
         _o.order = order
@@ -2626,7 +2626,7 @@ class SetBotShippingResults(TLFunction):
     TL_NAME = "messages.setBotShippingResults"
     TL_TYPE = "Bool"
 
-    def __init__(_o, query_id: int, *, error: str | None = None, shipping_options: list[TLObject] | None = None) -> None:
+    def __init__(_o, query_id: int, *, error: str | None = None, shipping_options: list[Any] | None = None) -> None:
         _o.query_id = query_id
         _o.error = error
         _o.shipping_options = shipping_options
@@ -2883,7 +2883,7 @@ class SendMultiMedia(TLFunction):
     TL_NAME = "messages.sendMultiMedia"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, multi_media: list[TLObject], *, silent: bool = False, background: bool = False, clear_draft: bool = False, noforwards: bool = False, update_stickersets_order: bool = False, invert_media: bool = False, allow_paid_floodskip: bool = False, reply_to: TLObject | None = None, schedule_date: int | None = None, send_as: TLObject | None = None, quick_reply_shortcut: TLObject | None = None, effect: int | None = None, allow_paid_stars: int | None = None) -> None:
+    def __init__(_o, peer: TLObject, multi_media: list[Any], *, silent: bool = False, background: bool = False, clear_draft: bool = False, noforwards: bool = False, update_stickersets_order: bool = False, invert_media: bool = False, allow_paid_floodskip: bool = False, reply_to: TLObject | None = None, schedule_date: int | None = None, send_as: TLObject | None = None, quick_reply_shortcut: TLObject | None = None, effect: int | None = None, allow_paid_stars: int | None = None) -> None:
         _o.silent = silent
         _o.background = background
         _o.clear_draft = clear_draft
@@ -3357,7 +3357,7 @@ class GetSearchCounters(TLFunction):
     TL_TYPE = "Vector<messages.SearchCounter>"
     RESULT_ELEM = "object"
 
-    def __init__(_o, peer: TLObject, filters: list[TLObject], *, saved_peer_id: TLObject | None = None, top_msg_id: int | None = None) -> None:
+    def __init__(_o, peer: TLObject, filters: list[Any], *, saved_peer_id: TLObject | None = None, top_msg_id: int | None = None) -> None:
         _o.peer = peer
         _o.saved_peer_id = saved_peer_id
         _o.top_msg_id = top_msg_id
@@ -3642,7 +3642,7 @@ class ToggleStickerSets(TLFunction):
     TL_NAME = "messages.toggleStickerSets"
     TL_TYPE = "Bool"
 
-    def __init__(_o, stickersets: list[TLObject], *, uninstall: bool = False, archive: bool = False, unarchive: bool = False) -> None:
+    def __init__(_o, stickersets: list[Any], *, uninstall: bool = False, archive: bool = False, unarchive: bool = False) -> None:
         _o.uninstall = uninstall
         _o.archive = archive
         _o.unarchive = unarchive
@@ -4565,7 +4565,7 @@ class SendReaction(TLFunction):
     TL_NAME = "messages.sendReaction"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, msg_id: int, *, big: bool = False, add_to_recent: bool = False, reaction: list[TLObject] | None = None) -> None:
+    def __init__(_o, peer: TLObject, msg_id: int, *, big: bool = False, add_to_recent: bool = False, reaction: list[Any] | None = None) -> None:
         _o.big = big
         _o.add_to_recent = add_to_recent
         _o.peer = peer
@@ -4742,7 +4742,7 @@ class TranslateText(TLFunction):
     TL_NAME = "messages.translateText"
     TL_TYPE = "messages.TranslatedText"
 
-    def __init__(_o, to_lang: str, *, peer: TLObject | None = None, id: list[int] | None = None, text: list[TLObject] | None = None, tone: str | None = None) -> None:
+    def __init__(_o, to_lang: str, *, peer: TLObject | None = None, id: list[int] | None = None, text: list[Any] | None = None, tone: str | None = None) -> None:
         _o.peer = peer
         _o.id = id
         _o.text = text
@@ -5439,7 +5439,7 @@ class SendBotRequestedPeer(TLFunction):
     TL_NAME = "messages.sendBotRequestedPeer"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, button_id: int, requested_peers: list[TLObject], *, msg_id: int | None = None, webapp_req_id: str | None = None) -> None:
+    def __init__(_o, peer: TLObject, button_id: int, requested_peers: list[Any], *, msg_id: int | None = None, webapp_req_id: str | None = None) -> None:
         _o.peer = peer
         _o.msg_id = msg_id
         _o.webapp_req_id = webapp_req_id
@@ -5892,7 +5892,7 @@ class ReorderPinnedSavedDialogs(TLFunction):
     TL_NAME = "messages.reorderPinnedSavedDialogs"
     TL_TYPE = "Bool"
 
-    def __init__(_o, order: list[TLObject], *, force: bool = False) -> None:
+    def __init__(_o, order: list[Any], *, force: bool = False) -> None:
         _o.force = force
         _o.order = order
 
@@ -6615,7 +6615,7 @@ class SavePreparedInlineMessage(TLFunction):
     TL_NAME = "messages.savePreparedInlineMessage"
     TL_TYPE = "messages.BotPreparedInlineMessage"
 
-    def __init__(_o, result: TLObject, user_id: TLObject, *, peer_types: list[TLObject] | None = None) -> None:
+    def __init__(_o, result: TLObject, user_id: TLObject, *, peer_types: list[Any] | None = None) -> None:
         _o.result = result
         _o.user_id = user_id
         _o.peer_types = peer_types
@@ -6740,7 +6740,7 @@ class GetSavedDialogsByID(TLFunction):
     TL_NAME = "messages.getSavedDialogsByID"
     TL_TYPE = "messages.SavedDialogs"
 
-    def __init__(_o, ids: list[TLObject], *, parent_peer: TLObject | None = None) -> None:
+    def __init__(_o, ids: list[Any], *, parent_peer: TLObject | None = None) -> None:
         _o.parent_peer = parent_peer
         _o.ids = ids
 
@@ -6827,7 +6827,7 @@ class AppendTodoList(TLFunction):
     TL_NAME = "messages.appendTodoList"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, msg_id: int, list: list[TLObject]) -> None:
+    def __init__(_o, peer: TLObject, msg_id: int, list: list[Any]) -> None:
         _o.peer = peer
         _o.msg_id = msg_id
         _o.list = list
@@ -7336,7 +7336,7 @@ class ReportReadMetrics(TLFunction):
     TL_NAME = "messages.reportReadMetrics"
     TL_TYPE = "Bool"
 
-    def __init__(_o, peer: TLObject, metrics: list[TLObject]) -> None:
+    def __init__(_o, peer: TLObject, metrics: list[Any]) -> None:
         _o.peer = peer
         _o.metrics = metrics
 
@@ -7636,7 +7636,7 @@ class TranslateRichMessage(TLFunction):
     TL_NAME = "messages.translateRichMessage"
     TL_TYPE = "messages.TranslatedRichMessage"
 
-    def __init__(_o, to_lang: str, *, peer: TLObject | None = None, id: list[int] | None = None, text: list[TLObject] | None = None, tone: str | None = None) -> None:
+    def __init__(_o, to_lang: str, *, peer: TLObject | None = None, id: list[int] | None = None, text: list[Any] | None = None, tone: str | None = None) -> None:
         _o.peer = peer
         _o.id = id
         _o.text = text

@@ -664,7 +664,7 @@ class GetStarsTransactionsByID(TLFunction):
     TL_NAME = "payments.getStarsTransactionsByID"
     TL_TYPE = "payments.StarsStatus"
 
-    def __init__(_o, peer: TLObject, id: list[TLObject], *, ton: bool = False) -> None:
+    def __init__(_o, peer: TLObject, id: list[Any], *, ton: bool = False) -> None:
         _o.ton = ton
         _o.peer = peer
         _o.id = id
@@ -1221,7 +1221,7 @@ class GetSavedStarGift(TLFunction):
     TL_NAME = "payments.getSavedStarGift"
     TL_TYPE = "payments.SavedStarGifts"
 
-    def __init__(_o, stargift: list[TLObject]) -> None:
+    def __init__(_o, stargift: list[Any]) -> None:
         _o.stargift = stargift
 
     def _write(self, b: bytearray) -> None:
@@ -1294,7 +1294,7 @@ class ToggleStarGiftsPinnedToTop(TLFunction):
     TL_NAME = "payments.toggleStarGiftsPinnedToTop"
     TL_TYPE = "Bool"
 
-    def __init__(_o, peer: TLObject, stargift: list[TLObject]) -> None:
+    def __init__(_o, peer: TLObject, stargift: list[Any]) -> None:
         _o.peer = peer
         _o.stargift = stargift
 
@@ -1341,7 +1341,7 @@ class GetResaleStarGifts(TLFunction):
     TL_NAME = "payments.getResaleStarGifts"
     TL_TYPE = "payments.ResaleStarGifts"
 
-    def __init__(_o, gift_id: int, offset: str, limit: int, *, sort_by_price: bool = False, sort_by_num: bool = False, for_craft: bool = False, stars_only: bool = False, attributes_hash: int | None = None, attributes: list[TLObject] | None = None) -> None:
+    def __init__(_o, gift_id: int, offset: str, limit: int, *, sort_by_price: bool = False, sort_by_num: bool = False, for_craft: bool = False, stars_only: bool = False, attributes_hash: int | None = None, attributes: list[Any] | None = None) -> None:
         _o.sort_by_price = sort_by_price
         _o.sort_by_num = sort_by_num
         _o.for_craft = for_craft
@@ -1412,7 +1412,7 @@ class CreateStarGiftCollection(TLFunction):
     TL_NAME = "payments.createStarGiftCollection"
     TL_TYPE = "StarGiftCollection"
 
-    def __init__(_o, peer: TLObject, title: str, stargift: list[TLObject]) -> None:
+    def __init__(_o, peer: TLObject, title: str, stargift: list[Any]) -> None:
         _o.peer = peer
         _o.title = title
         _o.stargift = stargift
@@ -1440,7 +1440,7 @@ class UpdateStarGiftCollection(TLFunction):
     TL_NAME = "payments.updateStarGiftCollection"
     TL_TYPE = "StarGiftCollection"
 
-    def __init__(_o, peer: TLObject, collection_id: int, *, title: str | None = None, delete_stargift: list[TLObject] | None = None, add_stargift: list[TLObject] | None = None, order: list[TLObject] | None = None) -> None:
+    def __init__(_o, peer: TLObject, collection_id: int, *, title: str | None = None, delete_stargift: list[Any] | None = None, add_stargift: list[Any] | None = None, order: list[Any] | None = None) -> None:
         _o.peer = peer
         _o.collection_id = collection_id
         _o.title = title
@@ -1785,7 +1785,7 @@ class CraftStarGift(TLFunction):
     TL_NAME = "payments.craftStarGift"
     TL_TYPE = "Updates"
 
-    def __init__(_o, stargift: list[TLObject]) -> None:
+    def __init__(_o, stargift: list[Any]) -> None:
         _o.stargift = stargift
 
     def _write(self, b: bytearray) -> None:

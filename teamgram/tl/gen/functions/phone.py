@@ -414,7 +414,7 @@ class InviteToGroupCall(TLFunction):
     TL_NAME = "phone.inviteToGroupCall"
     TL_TYPE = "Updates"
 
-    def __init__(_o, call: TLObject, users: list[TLObject]) -> None:
+    def __init__(_o, call: TLObject, users: list[Any]) -> None:
         _o.call = call
         _o.users = users
 
@@ -524,7 +524,7 @@ class GetGroupParticipants(TLFunction):
     TL_NAME = "phone.getGroupParticipants"
     TL_TYPE = "phone.GroupParticipants"
 
-    def __init__(_o, call: TLObject, ids: list[TLObject], sources: list[int], offset: str, limit: int) -> None:
+    def __init__(_o, call: TLObject, ids: list[Any], sources: list[int], offset: str, limit: int) -> None:
         _o.call = call
         _o.ids = ids
         _o.sources = sources

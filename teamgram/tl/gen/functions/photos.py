@@ -120,7 +120,7 @@ class DeletePhotos(TLFunction):
     TL_TYPE = "Vector<long>"
     RESULT_ELEM = "long"
 
-    def __init__(_o, id: list[TLObject]) -> None:
+    def __init__(_o, id: list[Any]) -> None:
         _o.id = id
 
     def _write(self, b: bytearray) -> None:

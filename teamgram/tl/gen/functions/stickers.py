@@ -46,7 +46,7 @@ class CreateStickerSet(TLFunction):
     TL_NAME = "stickers.createStickerSet"
     TL_TYPE = "messages.StickerSet"
 
-    def __init__(_o, user_id: TLObject, title: str, short_name: str, stickers: list[TLObject], *, masks: bool = False, emojis: bool = False, text_color: bool = False, thumb: TLObject | None = None, software: str | None = None) -> None:
+    def __init__(_o, user_id: TLObject, title: str, short_name: str, stickers: list[Any], *, masks: bool = False, emojis: bool = False, text_color: bool = False, thumb: TLObject | None = None, software: str | None = None) -> None:
         _o.masks = masks
         _o.emojis = emojis
         _o.text_color = text_color

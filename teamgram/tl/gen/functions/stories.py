@@ -72,7 +72,7 @@ class SendStory(TLFunction):
     TL_NAME = "stories.sendStory"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, media: TLObject, privacy_rules: list[TLObject], random_id: int, *, pinned: bool = False, noforwards: bool = False, fwd_modified: bool = False, media_areas: list[TLObject] | None = None, caption: str | None = None, entities: list[TLObject] | None = None, period: int | None = None, fwd_from_id: TLObject | None = None, fwd_from_story: int | None = None, albums: list[int] | None = None, music: TLObject | None = None) -> None:
+    def __init__(_o, peer: TLObject, media: TLObject, privacy_rules: list[Any], random_id: int, *, pinned: bool = False, noforwards: bool = False, fwd_modified: bool = False, media_areas: list[Any] | None = None, caption: str | None = None, entities: list[Any] | None = None, period: int | None = None, fwd_from_id: TLObject | None = None, fwd_from_story: int | None = None, albums: list[int] | None = None, music: TLObject | None = None) -> None:
         _o.pinned = pinned
         _o.noforwards = noforwards
         _o.fwd_modified = fwd_modified
@@ -145,7 +145,7 @@ class EditStory(TLFunction):
     TL_NAME = "stories.editStory"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, id: int, *, media: TLObject | None = None, media_areas: list[TLObject] | None = None, caption: str | None = None, entities: list[TLObject] | None = None, privacy_rules: list[TLObject] | None = None, music: TLObject | None = None) -> None:
+    def __init__(_o, peer: TLObject, id: int, *, media: TLObject | None = None, media_areas: list[Any] | None = None, caption: str | None = None, entities: list[Any] | None = None, privacy_rules: list[Any] | None = None, music: TLObject | None = None) -> None:
         _o.peer = peer
         _o.id = id
         _o.media = media
@@ -656,7 +656,7 @@ class GetPeerMaxIDs(TLFunction):
     TL_TYPE = "Vector<RecentStory>"
     RESULT_ELEM = "object"
 
-    def __init__(_o, id: list[TLObject]) -> None:
+    def __init__(_o, id: list[Any]) -> None:
         _o.id = id
 
     def _write(self, b: bytearray) -> None:
@@ -1000,7 +1000,7 @@ class StartLive(TLFunction):
     TL_NAME = "stories.startLive"
     TL_TYPE = "Updates"
 
-    def __init__(_o, peer: TLObject, privacy_rules: list[TLObject], random_id: int, *, pinned: bool = False, noforwards: bool = False, rtmp_stream: bool = False, caption: str | None = None, entities: list[TLObject] | None = None, messages_enabled: bool | None = None, send_paid_messages_stars: int | None = None) -> None:
+    def __init__(_o, peer: TLObject, privacy_rules: list[Any], random_id: int, *, pinned: bool = False, noforwards: bool = False, rtmp_stream: bool = False, caption: str | None = None, entities: list[Any] | None = None, messages_enabled: bool | None = None, send_paid_messages_stars: int | None = None) -> None:
         _o.pinned = pinned
         _o.noforwards = noforwards
         _o.rtmp_stream = rtmp_stream

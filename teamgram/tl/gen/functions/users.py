@@ -47,7 +47,7 @@ class GetUsers(TLFunction):
     TL_TYPE = "Vector<User>"
     RESULT_ELEM = "object"
 
-    def __init__(_o, id: list[TLObject]) -> None:
+    def __init__(_o, id: list[Any]) -> None:
         _o.id = id
 
     def _write(self, b: bytearray) -> None:
@@ -91,7 +91,7 @@ class SetSecureValueErrors(TLFunction):
     TL_NAME = "users.setSecureValueErrors"
     TL_TYPE = "Bool"
 
-    def __init__(_o, id: TLObject, errors: list[TLObject]) -> None:
+    def __init__(_o, id: TLObject, errors: list[Any]) -> None:
         _o.id = id
         _o.errors = errors
 
@@ -117,7 +117,7 @@ class GetRequirementsToContact(TLFunction):
     TL_TYPE = "Vector<RequirementToContact>"
     RESULT_ELEM = "object"
 
-    def __init__(_o, id: list[TLObject]) -> None:
+    def __init__(_o, id: list[Any]) -> None:
         _o.id = id
 
     def _write(self, b: bytearray) -> None:
@@ -166,7 +166,7 @@ class GetSavedMusicByID(TLFunction):
     TL_NAME = "users.getSavedMusicByID"
     TL_TYPE = "users.SavedMusic"
 
-    def __init__(_o, id: TLObject, documents: list[TLObject]) -> None:
+    def __init__(_o, id: TLObject, documents: list[Any]) -> None:
         _o.id = id
         _o.documents = documents
 

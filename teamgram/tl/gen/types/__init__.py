@@ -691,7 +691,7 @@ class InputMediaUploadedPhoto(TLObject):
     TL_NAME = "inputMediaUploadedPhoto"
     TL_TYPE = "InputMedia"
 
-    def __init__(_o, file: TLObject, *, spoiler: bool = False, live_photo: bool = False, stickers: list[TLObject] | None = None, ttl_seconds: int | None = None, video: TLObject | None = None) -> None:
+    def __init__(_o, file: TLObject, *, spoiler: bool = False, live_photo: bool = False, stickers: list[Any] | None = None, ttl_seconds: int | None = None, video: TLObject | None = None) -> None:
         _o.spoiler = spoiler
         _o.live_photo = live_photo
         _o.file = file
@@ -824,7 +824,7 @@ class InputMediaUploadedDocument(TLObject):
     TL_NAME = "inputMediaUploadedDocument"
     TL_TYPE = "InputMedia"
 
-    def __init__(_o, file: TLObject, mime_type: str, attributes: list[TLObject], *, nosound_video: bool = False, force_file: bool = False, spoiler: bool = False, thumb: TLObject | None = None, stickers: list[TLObject] | None = None, video_cover: TLObject | None = None, video_timestamp: int | None = None, ttl_seconds: int | None = None) -> None:
+    def __init__(_o, file: TLObject, mime_type: str, attributes: list[Any], *, nosound_video: bool = False, force_file: bool = False, spoiler: bool = False, thumb: TLObject | None = None, stickers: list[Any] | None = None, video_cover: TLObject | None = None, video_timestamp: int | None = None, ttl_seconds: int | None = None) -> None:
         _o.nosound_video = nosound_video
         _o.force_file = force_file
         _o.spoiler = spoiler
@@ -1139,7 +1139,7 @@ class InputMediaPoll(TLObject):
     TL_NAME = "inputMediaPoll"
     TL_TYPE = "InputMedia"
 
-    def __init__(_o, poll: TLObject, *, correct_answers: list[int] | None = None, attached_media: TLObject | None = None, solution: str | None = None, solution_entities: list[TLObject] | None = None, solution_media: TLObject | None = None) -> None:
+    def __init__(_o, poll: TLObject, *, correct_answers: list[int] | None = None, attached_media: TLObject | None = None, solution: str | None = None, solution_entities: list[Any] | None = None, solution_media: TLObject | None = None) -> None:
         _o.poll = poll
         _o.correct_answers = correct_answers
         _o.attached_media = attached_media
@@ -1262,7 +1262,7 @@ class InputMediaPaidMedia(TLObject):
     TL_NAME = "inputMediaPaidMedia"
     TL_TYPE = "InputMedia"
 
-    def __init__(_o, stars_amount: int, extended_media: list[TLObject], *, payload: str | None = None) -> None:
+    def __init__(_o, stars_amount: int, extended_media: list[Any], *, payload: str | None = None) -> None:
         _o.stars_amount = stars_amount
         _o.extended_media = extended_media
         _o.payload = payload
@@ -1879,7 +1879,7 @@ class User(TLObject):
     TL_NAME = "user"
     TL_TYPE = "User"
 
-    def __init__(_o, id: int, *, self: bool = False, contact: bool = False, mutual_contact: bool = False, deleted: bool = False, bot: bool = False, bot_chat_history: bool = False, bot_nochats: bool = False, verified: bool = False, restricted: bool = False, min: bool = False, bot_inline_geo: bool = False, support: bool = False, scam: bool = False, apply_min_photo: bool = False, fake: bool = False, bot_attach_menu: bool = False, premium: bool = False, attach_menu_enabled: bool = False, bot_can_edit: bool = False, close_friend: bool = False, stories_hidden: bool = False, stories_unavailable: bool = False, contact_require_premium: bool = False, bot_business: bool = False, bot_has_main_app: bool = False, bot_forum_view: bool = False, bot_forum_can_manage_topics: bool = False, bot_can_manage_bots: bool = False, bot_guestchat: bool = False, bot_guard: bool = False, access_hash: int | None = None, first_name: str | None = None, last_name: str | None = None, username: str | None = None, phone: str | None = None, photo: TLObject | None = None, status: TLObject | None = None, bot_info_version: int | None = None, restriction_reason: list[TLObject] | None = None, bot_inline_placeholder: str | None = None, lang_code: str | None = None, emoji_status: TLObject | None = None, usernames: list[TLObject] | None = None, stories_max_id: TLObject | None = None, color: TLObject | None = None, profile_color: TLObject | None = None, bot_active_users: int | None = None, bot_verification_icon: int | None = None, send_paid_messages_stars: int | None = None, linked_community_id: int | None = None) -> None:
+    def __init__(_o, id: int, *, self: bool = False, contact: bool = False, mutual_contact: bool = False, deleted: bool = False, bot: bool = False, bot_chat_history: bool = False, bot_nochats: bool = False, verified: bool = False, restricted: bool = False, min: bool = False, bot_inline_geo: bool = False, support: bool = False, scam: bool = False, apply_min_photo: bool = False, fake: bool = False, bot_attach_menu: bool = False, premium: bool = False, attach_menu_enabled: bool = False, bot_can_edit: bool = False, close_friend: bool = False, stories_hidden: bool = False, stories_unavailable: bool = False, contact_require_premium: bool = False, bot_business: bool = False, bot_has_main_app: bool = False, bot_forum_view: bool = False, bot_forum_can_manage_topics: bool = False, bot_can_manage_bots: bool = False, bot_guestchat: bool = False, bot_guard: bool = False, access_hash: int | None = None, first_name: str | None = None, last_name: str | None = None, username: str | None = None, phone: str | None = None, photo: TLObject | None = None, status: TLObject | None = None, bot_info_version: int | None = None, restriction_reason: list[Any] | None = None, bot_inline_placeholder: str | None = None, lang_code: str | None = None, emoji_status: TLObject | None = None, usernames: list[Any] | None = None, stories_max_id: TLObject | None = None, color: TLObject | None = None, profile_color: TLObject | None = None, bot_active_users: int | None = None, bot_verification_icon: int | None = None, send_paid_messages_stars: int | None = None, linked_community_id: int | None = None) -> None:
         _o.self = self
         _o.contact = contact
         _o.mutual_contact = mutual_contact
@@ -2343,7 +2343,7 @@ class Channel(TLObject):
     TL_NAME = "channel"
     TL_TYPE = "Chat"
 
-    def __init__(_o, id: int, title: str, photo: TLObject, date: int, *, creator: bool = False, left: bool = False, broadcast: bool = False, verified: bool = False, megagroup: bool = False, restricted: bool = False, signatures: bool = False, min: bool = False, scam: bool = False, has_link: bool = False, has_geo: bool = False, slowmode_enabled: bool = False, call_active: bool = False, call_not_empty: bool = False, fake: bool = False, gigagroup: bool = False, noforwards: bool = False, join_to_send: bool = False, join_request: bool = False, forum: bool = False, stories_hidden: bool = False, stories_hidden_min: bool = False, stories_unavailable: bool = False, signature_profiles: bool = False, autotranslation: bool = False, broadcast_messages_allowed: bool = False, monoforum: bool = False, forum_tabs: bool = False, access_hash: int | None = None, username: str | None = None, restriction_reason: list[TLObject] | None = None, admin_rights: TLObject | None = None, banned_rights: TLObject | None = None, default_banned_rights: TLObject | None = None, participants_count: int | None = None, usernames: list[TLObject] | None = None, stories_max_id: TLObject | None = None, color: TLObject | None = None, profile_color: TLObject | None = None, emoji_status: TLObject | None = None, level: int | None = None, subscription_until_date: int | None = None, bot_verification_icon: int | None = None, send_paid_messages_stars: int | None = None, linked_monoforum_id: int | None = None, linked_community_id: int | None = None) -> None:
+    def __init__(_o, id: int, title: str, photo: TLObject, date: int, *, creator: bool = False, left: bool = False, broadcast: bool = False, verified: bool = False, megagroup: bool = False, restricted: bool = False, signatures: bool = False, min: bool = False, scam: bool = False, has_link: bool = False, has_geo: bool = False, slowmode_enabled: bool = False, call_active: bool = False, call_not_empty: bool = False, fake: bool = False, gigagroup: bool = False, noforwards: bool = False, join_to_send: bool = False, join_request: bool = False, forum: bool = False, stories_hidden: bool = False, stories_hidden_min: bool = False, stories_unavailable: bool = False, signature_profiles: bool = False, autotranslation: bool = False, broadcast_messages_allowed: bool = False, monoforum: bool = False, forum_tabs: bool = False, access_hash: int | None = None, username: str | None = None, restriction_reason: list[Any] | None = None, admin_rights: TLObject | None = None, banned_rights: TLObject | None = None, default_banned_rights: TLObject | None = None, participants_count: int | None = None, usernames: list[Any] | None = None, stories_max_id: TLObject | None = None, color: TLObject | None = None, profile_color: TLObject | None = None, emoji_status: TLObject | None = None, level: int | None = None, subscription_until_date: int | None = None, bot_verification_icon: int | None = None, send_paid_messages_stars: int | None = None, linked_monoforum_id: int | None = None, linked_community_id: int | None = None) -> None:
         _o.creator = creator
         _o.left = left
         _o.broadcast = broadcast
@@ -2632,7 +2632,7 @@ class ChatFull(TLObject):
     TL_NAME = "chatFull"
     TL_TYPE = "ChatFull"
 
-    def __init__(_o, id: int, about: str, participants: TLObject, notify_settings: TLObject, *, can_set_username: bool = False, has_scheduled: bool = False, translations_disabled: bool = False, has_welcome_messages: bool = False, chat_photo: TLObject | None = None, exported_invite: TLObject | None = None, bot_info: list[TLObject] | None = None, pinned_msg_id: int | None = None, folder_id: int | None = None, call: TLObject | None = None, ttl_period: int | None = None, groupcall_default_join_as: TLObject | None = None, theme_emoticon: str | None = None, requests_pending: int | None = None, recent_requesters: list[int] | None = None, available_reactions: TLObject | None = None, reactions_limit: int | None = None) -> None:
+    def __init__(_o, id: int, about: str, participants: TLObject, notify_settings: TLObject, *, can_set_username: bool = False, has_scheduled: bool = False, translations_disabled: bool = False, has_welcome_messages: bool = False, chat_photo: TLObject | None = None, exported_invite: TLObject | None = None, bot_info: list[Any] | None = None, pinned_msg_id: int | None = None, folder_id: int | None = None, call: TLObject | None = None, ttl_period: int | None = None, groupcall_default_join_as: TLObject | None = None, theme_emoticon: str | None = None, requests_pending: int | None = None, recent_requesters: list[int] | None = None, available_reactions: TLObject | None = None, reactions_limit: int | None = None) -> None:
         _o.can_set_username = can_set_username
         _o.has_scheduled = has_scheduled
         _o.translations_disabled = translations_disabled
@@ -2727,7 +2727,7 @@ class ChannelFull(TLObject):
     TL_NAME = "channelFull"
     TL_TYPE = "ChatFull"
 
-    def __init__(_o, id: int, about: str, read_inbox_max_id: int, read_outbox_max_id: int, unread_count: int, chat_photo: TLObject, notify_settings: TLObject, bot_info: list[TLObject], pts: int, *, can_view_participants: bool = False, can_set_username: bool = False, can_set_stickers: bool = False, hidden_prehistory: bool = False, can_set_location: bool = False, has_scheduled: bool = False, can_view_stats: bool = False, blocked: bool = False, can_delete_channel: bool = False, antispam: bool = False, participants_hidden: bool = False, translations_disabled: bool = False, stories_pinned_available: bool = False, view_forum_as_messages: bool = False, restricted_sponsored: bool = False, can_view_revenue: bool = False, paid_media_allowed: bool = False, can_view_stars_revenue: bool = False, paid_reactions_available: bool = False, stargifts_available: bool = False, paid_messages_available: bool = False, has_welcome_messages: bool = False, participants_count: int | None = None, admins_count: int | None = None, kicked_count: int | None = None, banned_count: int | None = None, online_count: int | None = None, exported_invite: TLObject | None = None, migrated_from_chat_id: int | None = None, migrated_from_max_id: int | None = None, pinned_msg_id: int | None = None, stickerset: TLObject | None = None, available_min_id: int | None = None, folder_id: int | None = None, linked_chat_id: int | None = None, location: TLObject | None = None, slowmode_seconds: int | None = None, slowmode_next_send_date: int | None = None, stats_dc: int | None = None, call: TLObject | None = None, ttl_period: int | None = None, pending_suggestions: list[str] | None = None, groupcall_default_join_as: TLObject | None = None, theme_emoticon: str | None = None, requests_pending: int | None = None, recent_requesters: list[int] | None = None, default_send_as: TLObject | None = None, available_reactions: TLObject | None = None, reactions_limit: int | None = None, stories: TLObject | None = None, wallpaper: TLObject | None = None, boosts_applied: int | None = None, boosts_unrestrict: int | None = None, emojiset: TLObject | None = None, bot_verification: TLObject | None = None, stargifts_count: int | None = None, send_paid_messages_stars: int | None = None, main_tab: TLObject | None = None, guard_bot_id: int | None = None) -> None:
+    def __init__(_o, id: int, about: str, read_inbox_max_id: int, read_outbox_max_id: int, unread_count: int, chat_photo: TLObject, notify_settings: TLObject, bot_info: list[Any], pts: int, *, can_view_participants: bool = False, can_set_username: bool = False, can_set_stickers: bool = False, hidden_prehistory: bool = False, can_set_location: bool = False, has_scheduled: bool = False, can_view_stats: bool = False, blocked: bool = False, can_delete_channel: bool = False, antispam: bool = False, participants_hidden: bool = False, translations_disabled: bool = False, stories_pinned_available: bool = False, view_forum_as_messages: bool = False, restricted_sponsored: bool = False, can_view_revenue: bool = False, paid_media_allowed: bool = False, can_view_stars_revenue: bool = False, paid_reactions_available: bool = False, stargifts_available: bool = False, paid_messages_available: bool = False, has_welcome_messages: bool = False, participants_count: int | None = None, admins_count: int | None = None, kicked_count: int | None = None, banned_count: int | None = None, online_count: int | None = None, exported_invite: TLObject | None = None, migrated_from_chat_id: int | None = None, migrated_from_max_id: int | None = None, pinned_msg_id: int | None = None, stickerset: TLObject | None = None, available_min_id: int | None = None, folder_id: int | None = None, linked_chat_id: int | None = None, location: TLObject | None = None, slowmode_seconds: int | None = None, slowmode_next_send_date: int | None = None, stats_dc: int | None = None, call: TLObject | None = None, ttl_period: int | None = None, pending_suggestions: list[str] | None = None, groupcall_default_join_as: TLObject | None = None, theme_emoticon: str | None = None, requests_pending: int | None = None, recent_requesters: list[int] | None = None, default_send_as: TLObject | None = None, available_reactions: TLObject | None = None, reactions_limit: int | None = None, stories: TLObject | None = None, wallpaper: TLObject | None = None, boosts_applied: int | None = None, boosts_unrestrict: int | None = None, emojiset: TLObject | None = None, bot_verification: TLObject | None = None, stargifts_count: int | None = None, send_paid_messages_stars: int | None = None, main_tab: TLObject | None = None, guard_bot_id: int | None = None) -> None:
         _o.can_view_participants = can_view_participants
         _o.can_set_username = can_set_username
         _o.can_set_stickers = can_set_stickers
@@ -2974,7 +2974,7 @@ class CommunityFull(TLObject):
     TL_NAME = "communityFull"
     TL_TYPE = "ChatFull"
 
-    def __init__(_o, id: int, about: str, chat_photo: TLObject, linked_peers: list[TLObject], *, admins_count: int | None = None, kicked_count: int | None = None, peer_link_requests_pending: int | None = None) -> None:
+    def __init__(_o, id: int, about: str, chat_photo: TLObject, linked_peers: list[Any], *, admins_count: int | None = None, kicked_count: int | None = None, peer_link_requests_pending: int | None = None) -> None:
         _o.id = id
         _o.about = about
         _o.chat_photo = chat_photo
@@ -3135,7 +3135,7 @@ class ChatParticipants(TLObject):
     TL_NAME = "chatParticipants"
     TL_TYPE = "ChatParticipants"
 
-    def __init__(_o, chat_id: int, participants: list[TLObject], version: int) -> None:
+    def __init__(_o, chat_id: int, participants: list[Any], version: int) -> None:
         _o.chat_id = chat_id
         _o.participants = participants
         _o.version = version
@@ -3244,7 +3244,7 @@ class Message(TLObject):
     TL_NAME = "message"
     TL_TYPE = "Message"
 
-    def __init__(_o, id: int, peer_id: TLObject, date: int, message: str, *, out: bool = False, mentioned: bool = False, media_unread: bool = False, silent: bool = False, post: bool = False, from_scheduled: bool = False, legacy: bool = False, edit_hide: bool = False, pinned: bool = False, noforwards: bool = False, invert_media: bool = False, offline: bool = False, video_processing_pending: bool = False, paid_suggested_post_stars: bool = False, paid_suggested_post_ton: bool = False, from_id: TLObject | None = None, from_boosts_applied: int | None = None, from_rank: str | None = None, saved_peer_id: TLObject | None = None, fwd_from: TLObject | None = None, via_bot_id: int | None = None, via_business_bot_id: int | None = None, guestchat_via_from: TLObject | None = None, reply_to: TLObject | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[TLObject] | None = None, views: int | None = None, forwards: int | None = None, replies: TLObject | None = None, edit_date: int | None = None, post_author: str | None = None, grouped_id: int | None = None, reactions: TLObject | None = None, restriction_reason: list[TLObject] | None = None, ttl_period: int | None = None, quick_reply_shortcut_id: int | None = None, effect: int | None = None, factcheck: TLObject | None = None, report_delivery_until_date: int | None = None, paid_message_stars: int | None = None, suggested_post: TLObject | None = None, schedule_repeat_period: int | None = None, summary_from_language: str | None = None, rich_message: TLObject | None = None) -> None:
+    def __init__(_o, id: int, peer_id: TLObject, date: int, message: str, *, out: bool = False, mentioned: bool = False, media_unread: bool = False, silent: bool = False, post: bool = False, from_scheduled: bool = False, legacy: bool = False, edit_hide: bool = False, pinned: bool = False, noforwards: bool = False, invert_media: bool = False, offline: bool = False, video_processing_pending: bool = False, paid_suggested_post_stars: bool = False, paid_suggested_post_ton: bool = False, from_id: TLObject | None = None, from_boosts_applied: int | None = None, from_rank: str | None = None, saved_peer_id: TLObject | None = None, fwd_from: TLObject | None = None, via_bot_id: int | None = None, via_business_bot_id: int | None = None, guestchat_via_from: TLObject | None = None, reply_to: TLObject | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, entities: list[Any] | None = None, views: int | None = None, forwards: int | None = None, replies: TLObject | None = None, edit_date: int | None = None, post_author: str | None = None, grouped_id: int | None = None, reactions: TLObject | None = None, restriction_reason: list[Any] | None = None, ttl_period: int | None = None, quick_reply_shortcut_id: int | None = None, effect: int | None = None, factcheck: TLObject | None = None, report_delivery_until_date: int | None = None, paid_message_stars: int | None = None, suggested_post: TLObject | None = None, schedule_repeat_period: int | None = None, summary_from_language: str | None = None, rich_message: TLObject | None = None) -> None:
         _o.out = out
         _o.mentioned = mentioned
         _o.media_unread = media_unread
@@ -3633,7 +3633,7 @@ class MessageMediaDocument(TLObject):
     TL_NAME = "messageMediaDocument"
     TL_TYPE = "MessageMedia"
 
-    def __init__(_o, *, nopremium: bool = False, spoiler: bool = False, video: bool = False, round: bool = False, voice: bool = False, document: TLObject | None = None, alt_documents: list[TLObject] | None = None, video_cover: TLObject | None = None, video_timestamp: int | None = None, ttl_seconds: int | None = None) -> None:
+    def __init__(_o, *, nopremium: bool = False, spoiler: bool = False, video: bool = False, round: bool = False, voice: bool = False, document: TLObject | None = None, alt_documents: list[Any] | None = None, video_cover: TLObject | None = None, video_timestamp: int | None = None, ttl_seconds: int | None = None) -> None:
         _o.nopremium = nopremium
         _o.spoiler = spoiler
         _o.video = video
@@ -4065,7 +4065,7 @@ class MessageMediaPaidMedia(TLObject):
     TL_NAME = "messageMediaPaidMedia"
     TL_TYPE = "MessageMedia"
 
-    def __init__(_o, stars_amount: int, extended_media: list[TLObject]) -> None:
+    def __init__(_o, stars_amount: int, extended_media: list[Any]) -> None:
         _o.stars_amount = stars_amount
         _o.extended_media = extended_media
 
@@ -4090,7 +4090,7 @@ class MessageMediaToDo(TLObject):
     TL_NAME = "messageMediaToDo"
     TL_TYPE = "MessageMedia"
 
-    def __init__(_o, todo: TLObject, *, completions: list[TLObject] | None = None) -> None:
+    def __init__(_o, todo: TLObject, *, completions: list[Any] | None = None) -> None:
         _o.todo = todo
         _o.completions = completions
 
@@ -4648,7 +4648,7 @@ class MessageActionSecureValuesSentMe(TLObject):
     TL_NAME = "messageActionSecureValuesSentMe"
     TL_TYPE = "MessageAction"
 
-    def __init__(_o, values: list[TLObject], credentials: TLObject) -> None:
+    def __init__(_o, values: list[Any], credentials: TLObject) -> None:
         _o.values = values
         _o.credentials = credentials
 
@@ -4673,7 +4673,7 @@ class MessageActionSecureValuesSent(TLObject):
     TL_NAME = "messageActionSecureValuesSent"
     TL_TYPE = "MessageAction"
 
-    def __init__(_o, types: list[TLObject]) -> None:
+    def __init__(_o, types: list[Any]) -> None:
         _o.types = types
 
     def _write(self, b: bytearray) -> None:
@@ -5072,7 +5072,7 @@ class MessageActionRequestedPeer(TLObject):
     TL_NAME = "messageActionRequestedPeer"
     TL_TYPE = "MessageAction"
 
-    def __init__(_o, button_id: int, peers: list[TLObject]) -> None:
+    def __init__(_o, button_id: int, peers: list[Any]) -> None:
         _o.button_id = button_id
         _o.peers = peers
 
@@ -5258,7 +5258,7 @@ class MessageActionRequestedPeerSentMe(TLObject):
     TL_NAME = "messageActionRequestedPeerSentMe"
     TL_TYPE = "MessageAction"
 
-    def __init__(_o, button_id: int, peers: list[TLObject]) -> None:
+    def __init__(_o, button_id: int, peers: list[Any]) -> None:
         _o.button_id = button_id
         _o.peers = peers
 
@@ -5624,7 +5624,7 @@ class MessageActionConferenceCall(TLObject):
     TL_NAME = "messageActionConferenceCall"
     TL_TYPE = "MessageAction"
 
-    def __init__(_o, call_id: int, *, missed: bool = False, active: bool = False, video: bool = False, duration: int | None = None, other_participants: list[TLObject] | None = None) -> None:
+    def __init__(_o, call_id: int, *, missed: bool = False, active: bool = False, video: bool = False, duration: int | None = None, other_participants: list[Any] | None = None) -> None:
         _o.missed = missed
         _o.active = active
         _o.video = video
@@ -5687,7 +5687,7 @@ class MessageActionTodoAppendTasks(TLObject):
     TL_NAME = "messageActionTodoAppendTasks"
     TL_TYPE = "MessageAction"
 
-    def __init__(_o, list: list[TLObject]) -> None:
+    def __init__(_o, list: list[Any]) -> None:
         _o.list = list
 
     def _write(self, b: bytearray) -> None:
@@ -6269,7 +6269,7 @@ class Photo(TLObject):
     TL_NAME = "photo"
     TL_TYPE = "Photo"
 
-    def __init__(_o, id: int, access_hash: int, file_reference: bytes, date: int, sizes: list[TLObject], dc_id: int, *, has_stickers: bool = False, video_sizes: list[TLObject] | None = None) -> None:
+    def __init__(_o, id: int, access_hash: int, file_reference: bytes, date: int, sizes: list[Any], dc_id: int, *, has_stickers: bool = False, video_sizes: list[Any] | None = None) -> None:
         _o.has_stickers = has_stickers
         _o.id = id
         _o.access_hash = access_hash
@@ -7958,7 +7958,7 @@ class UpdateUserName(TLObject):
     TL_NAME = "updateUserName"
     TL_TYPE = "Update"
 
-    def __init__(_o, user_id: int, first_name: str, last_name: str, usernames: list[TLObject]) -> None:
+    def __init__(_o, user_id: int, first_name: str, last_name: str, usernames: list[Any]) -> None:
         _o.user_id = user_id
         _o.first_name = first_name
         _o.last_name = last_name
@@ -8175,7 +8175,7 @@ class UpdateDcOptions(TLObject):
     TL_NAME = "updateDcOptions"
     TL_TYPE = "Update"
 
-    def __init__(_o, dc_options: list[TLObject]) -> None:
+    def __init__(_o, dc_options: list[Any]) -> None:
         _o.dc_options = dc_options
 
     def _write(self, b: bytearray) -> None:
@@ -8222,7 +8222,7 @@ class UpdateServiceNotification(TLObject):
     TL_NAME = "updateServiceNotification"
     TL_TYPE = "Update"
 
-    def __init__(_o, type: str, message: str, media: TLObject, entities: list[TLObject], *, popup: bool = False, invert_media: bool = False, inbox_date: int | None = None) -> None:
+    def __init__(_o, type: str, message: str, media: TLObject, entities: list[Any], *, popup: bool = False, invert_media: bool = False, inbox_date: int | None = None) -> None:
         _o.popup = popup
         _o.invert_media = invert_media
         _o.inbox_date = inbox_date
@@ -8263,7 +8263,7 @@ class UpdatePrivacy(TLObject):
     TL_NAME = "updatePrivacy"
     TL_TYPE = "Update"
 
-    def __init__(_o, key: TLObject, rules: list[TLObject]) -> None:
+    def __init__(_o, key: TLObject, rules: list[Any]) -> None:
         _o.key = key
         _o.rules = rules
 
@@ -9125,7 +9125,7 @@ class UpdatePinnedDialogs(TLObject):
     TL_NAME = "updatePinnedDialogs"
     TL_TYPE = "Update"
 
-    def __init__(_o, *, folder_id: int | None = None, order: list[TLObject] | None = None) -> None:
+    def __init__(_o, *, folder_id: int | None = None, order: list[Any] | None = None) -> None:
         _o.folder_id = folder_id
         _o.order = order
 
@@ -9542,7 +9542,7 @@ class UpdateFolderPeers(TLObject):
     TL_NAME = "updateFolderPeers"
     TL_TYPE = "Update"
 
-    def __init__(_o, folder_peers: list[TLObject], pts: int, pts_count: int) -> None:
+    def __init__(_o, folder_peers: list[Any], pts: int, pts_count: int) -> None:
         _o.folder_peers = folder_peers
         _o.pts = pts
         _o.pts_count = pts_count
@@ -9593,7 +9593,7 @@ class UpdatePeerLocated(TLObject):
     TL_NAME = "updatePeerLocated"
     TL_TYPE = "Update"
 
-    def __init__(_o, peers: list[TLObject]) -> None:
+    def __init__(_o, peers: list[Any]) -> None:
         _o.peers = peers
 
     def _write(self, b: bytearray) -> None:
@@ -10101,7 +10101,7 @@ class UpdateGroupCallParticipants(TLObject):
     TL_NAME = "updateGroupCallParticipants"
     TL_TYPE = "Update"
 
-    def __init__(_o, call: TLObject, participants: list[TLObject], version: int) -> None:
+    def __init__(_o, call: TLObject, participants: list[Any], version: int) -> None:
         _o.call = call
         _o.participants = participants
         _o.version = version
@@ -10328,7 +10328,7 @@ class UpdateBotCommands(TLObject):
     TL_NAME = "updateBotCommands"
     TL_TYPE = "Update"
 
-    def __init__(_o, peer: TLObject, bot_id: int, commands: list[TLObject]) -> None:
+    def __init__(_o, peer: TLObject, bot_id: int, commands: list[Any]) -> None:
         _o.peer = peer
         _o.bot_id = bot_id
         _o.commands = commands
@@ -10696,7 +10696,7 @@ class UpdateMessageExtendedMedia(TLObject):
     TL_NAME = "updateMessageExtendedMedia"
     TL_TYPE = "Update"
 
-    def __init__(_o, peer: TLObject, msg_id: int, extended_media: list[TLObject]) -> None:
+    def __init__(_o, peer: TLObject, msg_id: int, extended_media: list[Any]) -> None:
         _o.peer = peer
         _o.msg_id = msg_id
         _o.extended_media = extended_media
@@ -10972,7 +10972,7 @@ class UpdateBotMessageReaction(TLObject):
     TL_NAME = "updateBotMessageReaction"
     TL_TYPE = "Update"
 
-    def __init__(_o, peer: TLObject, msg_id: int, date: int, actor: TLObject, old_reactions: list[TLObject], new_reactions: list[TLObject], qts: int) -> None:
+    def __init__(_o, peer: TLObject, msg_id: int, date: int, actor: TLObject, old_reactions: list[Any], new_reactions: list[Any], qts: int) -> None:
         _o.peer = peer
         _o.msg_id = msg_id
         _o.date = date
@@ -11010,7 +11010,7 @@ class UpdateBotMessageReactions(TLObject):
     TL_NAME = "updateBotMessageReactions"
     TL_TYPE = "Update"
 
-    def __init__(_o, peer: TLObject, msg_id: int, date: int, reactions: list[TLObject], qts: int) -> None:
+    def __init__(_o, peer: TLObject, msg_id: int, date: int, reactions: list[Any], qts: int) -> None:
         _o.peer = peer
         _o.msg_id = msg_id
         _o.date = date
@@ -11068,7 +11068,7 @@ class UpdatePinnedSavedDialogs(TLObject):
     TL_NAME = "updatePinnedSavedDialogs"
     TL_TYPE = "Update"
 
-    def __init__(_o, *, order: list[TLObject] | None = None) -> None:
+    def __init__(_o, *, order: list[Any] | None = None) -> None:
         _o.order = order
 
     def _write(self, b: bytearray) -> None:
@@ -11135,7 +11135,7 @@ class UpdateQuickReplies(TLObject):
     TL_NAME = "updateQuickReplies"
     TL_TYPE = "Update"
 
-    def __init__(_o, quick_replies: list[TLObject]) -> None:
+    def __init__(_o, quick_replies: list[Any]) -> None:
         _o.quick_replies = quick_replies
 
     def _write(self, b: bytearray) -> None:
@@ -11960,7 +11960,7 @@ class UpdateBotGuestChatQuery(TLObject):
     TL_NAME = "updateBotGuestChatQuery"
     TL_TYPE = "Update"
 
-    def __init__(_o, query_id: int, message: TLObject, qts: int, *, reference_messages: list[TLObject] | None = None) -> None:
+    def __init__(_o, query_id: int, message: TLObject, qts: int, *, reference_messages: list[Any] | None = None) -> None:
         _o.query_id = query_id
         _o.message = message
         _o.reference_messages = reference_messages
@@ -12304,7 +12304,7 @@ class UpdateShortMessage(TLObject):
     TL_NAME = "updateShortMessage"
     TL_TYPE = "Updates"
 
-    def __init__(_o, id: int, user_id: int, message: str, pts: int, pts_count: int, date: int, *, out: bool = False, mentioned: bool = False, media_unread: bool = False, silent: bool = False, fwd_from: TLObject | None = None, via_bot_id: int | None = None, reply_to: TLObject | None = None, entities: list[TLObject] | None = None, ttl_period: int | None = None) -> None:
+    def __init__(_o, id: int, user_id: int, message: str, pts: int, pts_count: int, date: int, *, out: bool = False, mentioned: bool = False, media_unread: bool = False, silent: bool = False, fwd_from: TLObject | None = None, via_bot_id: int | None = None, reply_to: TLObject | None = None, entities: list[Any] | None = None, ttl_period: int | None = None) -> None:
         _o.out = out
         _o.mentioned = mentioned
         _o.media_unread = media_unread
@@ -12365,7 +12365,7 @@ class UpdateShortChatMessage(TLObject):
     TL_NAME = "updateShortChatMessage"
     TL_TYPE = "Updates"
 
-    def __init__(_o, id: int, from_id: int, chat_id: int, message: str, pts: int, pts_count: int, date: int, *, out: bool = False, mentioned: bool = False, media_unread: bool = False, silent: bool = False, fwd_from: TLObject | None = None, via_bot_id: int | None = None, reply_to: TLObject | None = None, entities: list[TLObject] | None = None, ttl_period: int | None = None) -> None:
+    def __init__(_o, id: int, from_id: int, chat_id: int, message: str, pts: int, pts_count: int, date: int, *, out: bool = False, mentioned: bool = False, media_unread: bool = False, silent: bool = False, fwd_from: TLObject | None = None, via_bot_id: int | None = None, reply_to: TLObject | None = None, entities: list[Any] | None = None, ttl_period: int | None = None) -> None:
         _o.out = out
         _o.mentioned = mentioned
         _o.media_unread = media_unread
@@ -12452,7 +12452,7 @@ class UpdatesCombined(TLObject):
     TL_NAME = "updatesCombined"
     TL_TYPE = "Updates"
 
-    def __init__(_o, updates: list[TLObject], users: list[TLObject], chats: list[TLObject], date: int, seq_start: int, seq: int) -> None:
+    def __init__(_o, updates: list[Any], users: list[Any], chats: list[Any], date: int, seq_start: int, seq: int) -> None:
         _o.updates = updates
         _o.users = users
         _o.chats = chats
@@ -12485,7 +12485,7 @@ class Updates(TLObject):
     TL_NAME = "updates"
     TL_TYPE = "Updates"
 
-    def __init__(_o, updates: list[TLObject], users: list[TLObject], chats: list[TLObject], date: int, seq: int) -> None:
+    def __init__(_o, updates: list[Any], users: list[Any], chats: list[Any], date: int, seq: int) -> None:
         _o.updates = updates
         _o.users = users
         _o.chats = chats
@@ -12517,7 +12517,7 @@ class UpdateShortSentMessage(TLObject):
     TL_NAME = "updateShortSentMessage"
     TL_TYPE = "Updates"
 
-    def __init__(_o, id: int, pts: int, pts_count: int, date: int, *, out: bool = False, media: TLObject | None = None, entities: list[TLObject] | None = None, ttl_period: int | None = None) -> None:
+    def __init__(_o, id: int, pts: int, pts_count: int, date: int, *, out: bool = False, media: TLObject | None = None, entities: list[Any] | None = None, ttl_period: int | None = None) -> None:
         _o.out = out
         _o.id = id
         _o.pts = pts
@@ -12604,7 +12604,7 @@ class Config(TLObject):
     TL_NAME = "config"
     TL_TYPE = "Config"
 
-    def __init__(_o, date: int, expires: int, test_mode: bool, this_dc: int, dc_options: list[TLObject], dc_txt_domain_name: str, chat_size_max: int, megagroup_size_max: int, forwarded_count_max: int, online_update_period_ms: int, offline_blur_timeout_ms: int, offline_idle_timeout_ms: int, online_cloud_timeout_ms: int, notify_cloud_delay_ms: int, notify_default_delay_ms: int, push_chat_period_ms: int, push_chat_limit: int, edit_time_limit: int, revoke_time_limit: int, revoke_pm_time_limit: int, rating_e_decay: int, stickers_recent_limit: int, channels_read_media_period: int, call_receive_timeout_ms: int, call_ring_timeout_ms: int, call_connect_timeout_ms: int, call_packet_timeout_ms: int, me_url_prefix: str, caption_length_max: int, message_length_max: int, webfile_dc_id: int, *, default_p2p_contacts: bool = False, preload_featured_stickers: bool = False, revoke_pm_inbox: bool = False, blocked_mode: bool = False, force_try_ipv6: bool = False, tmp_sessions: int | None = None, autoupdate_url_prefix: str | None = None, gif_search_username: str | None = None, venue_search_username: str | None = None, img_search_username: str | None = None, static_maps_provider: str | None = None, suggested_lang_code: str | None = None, lang_pack_version: int | None = None, base_lang_pack_version: int | None = None, reactions_default: TLObject | None = None, autologin_token: str | None = None) -> None:
+    def __init__(_o, date: int, expires: int, test_mode: bool, this_dc: int, dc_options: list[Any], dc_txt_domain_name: str, chat_size_max: int, megagroup_size_max: int, forwarded_count_max: int, online_update_period_ms: int, offline_blur_timeout_ms: int, offline_idle_timeout_ms: int, online_cloud_timeout_ms: int, notify_cloud_delay_ms: int, notify_default_delay_ms: int, push_chat_period_ms: int, push_chat_limit: int, edit_time_limit: int, revoke_time_limit: int, revoke_pm_time_limit: int, rating_e_decay: int, stickers_recent_limit: int, channels_read_media_period: int, call_receive_timeout_ms: int, call_ring_timeout_ms: int, call_connect_timeout_ms: int, call_packet_timeout_ms: int, me_url_prefix: str, caption_length_max: int, message_length_max: int, webfile_dc_id: int, *, default_p2p_contacts: bool = False, preload_featured_stickers: bool = False, revoke_pm_inbox: bool = False, blocked_mode: bool = False, force_try_ipv6: bool = False, tmp_sessions: int | None = None, autoupdate_url_prefix: str | None = None, gif_search_username: str | None = None, venue_search_username: str | None = None, img_search_username: str | None = None, static_maps_provider: str | None = None, suggested_lang_code: str | None = None, lang_pack_version: int | None = None, base_lang_pack_version: int | None = None, reactions_default: TLObject | None = None, autologin_token: str | None = None) -> None:
         _o.default_p2p_contacts = default_p2p_contacts
         _o.preload_featured_stickers = preload_featured_stickers
         _o.revoke_pm_inbox = revoke_pm_inbox
@@ -13187,7 +13187,7 @@ class Document(TLObject):
     TL_NAME = "document"
     TL_TYPE = "Document"
 
-    def __init__(_o, id: int, access_hash: int, file_reference: bytes, date: int, mime_type: str, size: int, dc_id: int, attributes: list[TLObject], *, thumbs: list[TLObject] | None = None, video_thumbs: list[TLObject] | None = None) -> None:
+    def __init__(_o, id: int, access_hash: int, file_reference: bytes, date: int, mime_type: str, size: int, dc_id: int, attributes: list[Any], *, thumbs: list[Any] | None = None, video_thumbs: list[Any] | None = None) -> None:
         _o.id = id
         _o.access_hash = access_hash
         _o.file_reference = file_reference
@@ -14464,7 +14464,7 @@ class InputPrivacyValueAllowUsers(TLObject):
     TL_NAME = "inputPrivacyValueAllowUsers"
     TL_TYPE = "InputPrivacyRule"
 
-    def __init__(_o, users: list[TLObject]) -> None:
+    def __init__(_o, users: list[Any]) -> None:
         _o.users = users
 
     def _write(self, b: bytearray) -> None:
@@ -14526,7 +14526,7 @@ class InputPrivacyValueDisallowUsers(TLObject):
     TL_NAME = "inputPrivacyValueDisallowUsers"
     TL_TYPE = "InputPrivacyRule"
 
-    def __init__(_o, users: list[TLObject]) -> None:
+    def __init__(_o, users: list[Any]) -> None:
         _o.users = users
 
     def _write(self, b: bytearray) -> None:
@@ -15257,7 +15257,7 @@ class WebPage(TLObject):
     TL_NAME = "webPage"
     TL_TYPE = "WebPage"
 
-    def __init__(_o, id: int, url: str, display_url: str, hash: int, *, has_large_media: bool = False, video_cover_photo: bool = False, type: str | None = None, site_name: str | None = None, title: str | None = None, description: str | None = None, photo: TLObject | None = None, embed_url: str | None = None, embed_type: str | None = None, embed_width: int | None = None, embed_height: int | None = None, duration: int | None = None, author: str | None = None, document: TLObject | None = None, cached_page: TLObject | None = None, attributes: list[TLObject] | None = None) -> None:
+    def __init__(_o, id: int, url: str, display_url: str, hash: int, *, has_large_media: bool = False, video_cover_photo: bool = False, type: str | None = None, site_name: str | None = None, title: str | None = None, description: str | None = None, photo: TLObject | None = None, embed_url: str | None = None, embed_type: str | None = None, embed_width: int | None = None, embed_height: int | None = None, duration: int | None = None, author: str | None = None, document: TLObject | None = None, cached_page: TLObject | None = None, attributes: list[Any] | None = None) -> None:
         _o.has_large_media = has_large_media
         _o.video_cover_photo = video_cover_photo
         _o.id = id
@@ -15577,7 +15577,7 @@ class ChatInvite(TLObject):
     TL_NAME = "chatInvite"
     TL_TYPE = "ChatInvite"
 
-    def __init__(_o, title: str, photo: TLObject, participants_count: int, color: int, *, channel: bool = False, broadcast: bool = False, public: bool = False, megagroup: bool = False, request_needed: bool = False, verified: bool = False, scam: bool = False, fake: bool = False, can_refulfill_subscription: bool = False, about: str | None = None, participants: list[TLObject] | None = None, subscription_pricing: TLObject | None = None, subscription_form_id: int | None = None, bot_verification: TLObject | None = None) -> None:
+    def __init__(_o, title: str, photo: TLObject, participants_count: int, color: int, *, channel: bool = False, broadcast: bool = False, public: bool = False, megagroup: bool = False, request_needed: bool = False, verified: bool = False, scam: bool = False, fake: bool = False, can_refulfill_subscription: bool = False, about: str | None = None, participants: list[Any] | None = None, subscription_pricing: TLObject | None = None, subscription_form_id: int | None = None, bot_verification: TLObject | None = None) -> None:
         _o.channel = channel
         _o.broadcast = broadcast
         _o.public = public
@@ -15920,7 +15920,7 @@ class StickerSet(TLObject):
     TL_NAME = "stickerSet"
     TL_TYPE = "StickerSet"
 
-    def __init__(_o, id: int, access_hash: int, title: str, short_name: str, count: int, hash: int, *, archived: bool = False, official: bool = False, masks: bool = False, emojis: bool = False, text_color: bool = False, channel_emoji_status: bool = False, creator: bool = False, installed_date: int | None = None, thumbs: list[TLObject] | None = None, thumb_dc_id: int | None = None, thumb_version: int | None = None, thumb_document_id: int | None = None) -> None:
+    def __init__(_o, id: int, access_hash: int, title: str, short_name: str, count: int, hash: int, *, archived: bool = False, official: bool = False, masks: bool = False, emojis: bool = False, text_color: bool = False, channel_emoji_status: bool = False, creator: bool = False, installed_date: int | None = None, thumbs: list[Any] | None = None, thumb_dc_id: int | None = None, thumb_version: int | None = None, thumb_document_id: int | None = None) -> None:
         _o.archived = archived
         _o.official = official
         _o.masks = masks
@@ -16020,7 +16020,7 @@ class BotInfo(TLObject):
     TL_NAME = "botInfo"
     TL_TYPE = "BotInfo"
 
-    def __init__(_o, *, has_preview_medias: bool = False, user_id: int | None = None, description: str | None = None, description_photo: TLObject | None = None, description_document: TLObject | None = None, commands: list[TLObject] | None = None, menu_button: TLObject | None = None, privacy_policy_url: str | None = None, app_settings: TLObject | None = None, verifier_settings: TLObject | None = None) -> None:
+    def __init__(_o, *, has_preview_medias: bool = False, user_id: int | None = None, description: str | None = None, description_photo: TLObject | None = None, description_document: TLObject | None = None, commands: list[Any] | None = None, menu_button: TLObject | None = None, privacy_policy_url: str | None = None, app_settings: TLObject | None = None, verifier_settings: TLObject | None = None) -> None:
         _o.has_preview_medias = has_preview_medias
         _o.user_id = user_id
         _o.description = description
@@ -16110,7 +16110,7 @@ class KeyboardButtonRow(TLObject):
     TL_NAME = "keyboardButtonRow"
     TL_TYPE = "KeyboardButtonRow"
 
-    def __init__(_o, buttons: list[TLObject]) -> None:
+    def __init__(_o, buttons: list[Any]) -> None:
         _o.buttons = buttons
 
     def _write(self, b: bytearray) -> None:
@@ -16184,7 +16184,7 @@ class ReplyKeyboardMarkup(TLObject):
     TL_NAME = "replyKeyboardMarkup"
     TL_TYPE = "ReplyMarkup"
 
-    def __init__(_o, rows: list[TLObject], *, resize: bool = False, single_use: bool = False, selective: bool = False, persistent: bool = False, force_reply: bool = False, placeholder: str | None = None) -> None:
+    def __init__(_o, rows: list[Any], *, resize: bool = False, single_use: bool = False, selective: bool = False, persistent: bool = False, force_reply: bool = False, placeholder: str | None = None) -> None:
         _o.resize = resize
         _o.single_use = single_use
         _o.selective = selective
@@ -16222,7 +16222,7 @@ class ReplyInlineMarkup(TLObject):
     TL_NAME = "replyInlineMarkup"
     TL_TYPE = "ReplyMarkup"
 
-    def __init__(_o, rows: list[TLObject], *, force_reply: bool = False) -> None:
+    def __init__(_o, rows: list[Any], *, force_reply: bool = False) -> None:
         _o.force_reply = force_reply
         _o.rows = rows
 
@@ -16968,7 +16968,7 @@ class ChannelMessagesFilter(TLObject):
     TL_NAME = "channelMessagesFilter"
     TL_TYPE = "ChannelMessagesFilter"
 
-    def __init__(_o, ranges: list[TLObject], *, exclude_new_messages: bool = False) -> None:
+    def __init__(_o, ranges: list[Any], *, exclude_new_messages: bool = False) -> None:
         _o.exclude_new_messages = exclude_new_messages
         _o.ranges = ranges
 
@@ -17375,7 +17375,7 @@ class InputBotInlineMessageMediaAuto(TLObject):
     TL_NAME = "inputBotInlineMessageMediaAuto"
     TL_TYPE = "InputBotInlineMessage"
 
-    def __init__(_o, message: str, *, invert_media: bool = False, entities: list[TLObject] | None = None, reply_markup: TLObject | None = None) -> None:
+    def __init__(_o, message: str, *, invert_media: bool = False, entities: list[Any] | None = None, reply_markup: TLObject | None = None) -> None:
         _o.invert_media = invert_media
         _o.message = message
         _o.entities = entities
@@ -17409,7 +17409,7 @@ class InputBotInlineMessageText(TLObject):
     TL_NAME = "inputBotInlineMessageText"
     TL_TYPE = "InputBotInlineMessage"
 
-    def __init__(_o, message: str, *, no_webpage: bool = False, invert_media: bool = False, entities: list[TLObject] | None = None, reply_markup: TLObject | None = None) -> None:
+    def __init__(_o, message: str, *, no_webpage: bool = False, invert_media: bool = False, entities: list[Any] | None = None, reply_markup: TLObject | None = None) -> None:
         _o.no_webpage = no_webpage
         _o.invert_media = invert_media
         _o.message = message
@@ -17637,7 +17637,7 @@ class InputBotInlineMessageMediaWebPage(TLObject):
     TL_NAME = "inputBotInlineMessageMediaWebPage"
     TL_TYPE = "InputBotInlineMessage"
 
-    def __init__(_o, message: str, url: str, *, invert_media: bool = False, force_large_media: bool = False, force_small_media: bool = False, optional: bool = False, entities: list[TLObject] | None = None, reply_markup: TLObject | None = None) -> None:
+    def __init__(_o, message: str, url: str, *, invert_media: bool = False, force_large_media: bool = False, force_small_media: bool = False, optional: bool = False, entities: list[Any] | None = None, reply_markup: TLObject | None = None) -> None:
         _o.invert_media = invert_media
         _o.force_large_media = force_large_media
         _o.force_small_media = force_small_media
@@ -17858,7 +17858,7 @@ class BotInlineMessageMediaAuto(TLObject):
     TL_NAME = "botInlineMessageMediaAuto"
     TL_TYPE = "BotInlineMessage"
 
-    def __init__(_o, message: str, *, invert_media: bool = False, entities: list[TLObject] | None = None, reply_markup: TLObject | None = None) -> None:
+    def __init__(_o, message: str, *, invert_media: bool = False, entities: list[Any] | None = None, reply_markup: TLObject | None = None) -> None:
         _o.invert_media = invert_media
         _o.message = message
         _o.entities = entities
@@ -17892,7 +17892,7 @@ class BotInlineMessageText(TLObject):
     TL_NAME = "botInlineMessageText"
     TL_TYPE = "BotInlineMessage"
 
-    def __init__(_o, message: str, *, no_webpage: bool = False, invert_media: bool = False, entities: list[TLObject] | None = None, reply_markup: TLObject | None = None) -> None:
+    def __init__(_o, message: str, *, no_webpage: bool = False, invert_media: bool = False, entities: list[Any] | None = None, reply_markup: TLObject | None = None) -> None:
         _o.no_webpage = no_webpage
         _o.invert_media = invert_media
         _o.message = message
@@ -18093,7 +18093,7 @@ class BotInlineMessageMediaWebPage(TLObject):
     TL_NAME = "botInlineMessageMediaWebPage"
     TL_TYPE = "BotInlineMessage"
 
-    def __init__(_o, message: str, url: str, *, invert_media: bool = False, force_large_media: bool = False, force_small_media: bool = False, manual: bool = False, safe: bool = False, entities: list[TLObject] | None = None, reply_markup: TLObject | None = None) -> None:
+    def __init__(_o, message: str, url: str, *, invert_media: bool = False, force_large_media: bool = False, force_small_media: bool = False, manual: bool = False, safe: bool = False, entities: list[Any] | None = None, reply_markup: TLObject | None = None) -> None:
         _o.invert_media = invert_media
         _o.force_large_media = force_large_media
         _o.force_small_media = force_small_media
@@ -18656,7 +18656,7 @@ class TopPeerCategoryPeers(TLObject):
     TL_NAME = "topPeerCategoryPeers"
     TL_TYPE = "TopPeerCategoryPeers"
 
-    def __init__(_o, category: TLObject, count: int, peers: list[TLObject]) -> None:
+    def __init__(_o, category: TLObject, count: int, peers: list[Any]) -> None:
         _o.category = category
         _o.count = count
         _o.peers = peers
@@ -18709,7 +18709,7 @@ class DraftMessage(TLObject):
     TL_NAME = "draftMessage"
     TL_TYPE = "DraftMessage"
 
-    def __init__(_o, message: str, date: int, *, no_webpage: bool = False, invert_media: bool = False, reply_to: TLObject | None = None, entities: list[TLObject] | None = None, media: TLObject | None = None, effect: int | None = None, suggested_post: TLObject | None = None, rich_message: TLObject | None = None) -> None:
+    def __init__(_o, message: str, date: int, *, no_webpage: bool = False, invert_media: bool = False, reply_to: TLObject | None = None, entities: list[Any] | None = None, media: TLObject | None = None, effect: int | None = None, suggested_post: TLObject | None = None, rich_message: TLObject | None = None) -> None:
         _o.no_webpage = no_webpage
         _o.invert_media = invert_media
         _o.reply_to = reply_to
@@ -18789,7 +18789,7 @@ class StickerSetMultiCovered(TLObject):
     TL_NAME = "stickerSetMultiCovered"
     TL_TYPE = "StickerSetCovered"
 
-    def __init__(_o, set: TLObject, covers: list[TLObject]) -> None:
+    def __init__(_o, set: TLObject, covers: list[Any]) -> None:
         _o.set = set
         _o.covers = covers
 
@@ -18814,7 +18814,7 @@ class StickerSetFullCovered(TLObject):
     TL_NAME = "stickerSetFullCovered"
     TL_TYPE = "StickerSetCovered"
 
-    def __init__(_o, set: TLObject, packs: list[TLObject], keywords: list[TLObject], documents: list[TLObject]) -> None:
+    def __init__(_o, set: TLObject, packs: list[Any], keywords: list[Any], documents: list[Any]) -> None:
         _o.set = set
         _o.packs = packs
         _o.keywords = keywords
@@ -19254,7 +19254,7 @@ class TextConcat(TLObject):
     TL_NAME = "textConcat"
     TL_TYPE = "RichText"
 
-    def __init__(_o, texts: list[TLObject]) -> None:
+    def __init__(_o, texts: list[Any]) -> None:
         _o.texts = texts
 
     def _write(self, b: bytearray) -> None:
@@ -20025,7 +20025,7 @@ class PageBlockList(TLObject):
     TL_NAME = "pageBlockList"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, items: list[TLObject]) -> None:
+    def __init__(_o, items: list[Any]) -> None:
         _o.items = items
 
     def _write(self, b: bytearray) -> None:
@@ -20245,7 +20245,7 @@ class PageBlockEmbedPost(TLObject):
     TL_NAME = "pageBlockEmbedPost"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, url: str, webpage_id: int, author_photo_id: int, author: str, date: int, blocks: list[TLObject], caption: TLObject) -> None:
+    def __init__(_o, url: str, webpage_id: int, author_photo_id: int, author: str, date: int, blocks: list[Any], caption: TLObject) -> None:
         _o.url = url
         _o.webpage_id = webpage_id
         _o.author_photo_id = author_photo_id
@@ -20283,7 +20283,7 @@ class PageBlockCollage(TLObject):
     TL_NAME = "pageBlockCollage"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, items: list[TLObject], caption: TLObject) -> None:
+    def __init__(_o, items: list[Any], caption: TLObject) -> None:
         _o.items = items
         _o.caption = caption
 
@@ -20308,7 +20308,7 @@ class PageBlockSlideshow(TLObject):
     TL_NAME = "pageBlockSlideshow"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, items: list[TLObject], caption: TLObject) -> None:
+    def __init__(_o, items: list[Any], caption: TLObject) -> None:
         _o.items = items
         _o.caption = caption
 
@@ -20402,7 +20402,7 @@ class PageBlockTable(TLObject):
     TL_NAME = "pageBlockTable"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, title: TLObject, rows: list[TLObject], *, bordered: bool = False, striped: bool = False, compact: bool = False) -> None:
+    def __init__(_o, title: TLObject, rows: list[Any], *, bordered: bool = False, striped: bool = False, compact: bool = False) -> None:
         _o.bordered = bordered
         _o.striped = striped
         _o.compact = compact
@@ -20435,7 +20435,7 @@ class PageBlockOrderedList(TLObject):
     TL_NAME = "pageBlockOrderedList"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, items: list[TLObject], *, reversed: bool = False, start: int | None = None, type: str | None = None) -> None:
+    def __init__(_o, items: list[Any], *, reversed: bool = False, start: int | None = None, type: str | None = None) -> None:
         _o.reversed = reversed
         _o.items = items
         _o.start = start
@@ -20469,7 +20469,7 @@ class PageBlockDetails(TLObject):
     TL_NAME = "pageBlockDetails"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, blocks: list[TLObject], title: TLObject, *, open: bool = False) -> None:
+    def __init__(_o, blocks: list[Any], title: TLObject, *, open: bool = False) -> None:
         _o.open = open
         _o.blocks = blocks
         _o.title = title
@@ -20498,7 +20498,7 @@ class PageBlockRelatedArticles(TLObject):
     TL_NAME = "pageBlockRelatedArticles"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, title: TLObject, articles: list[TLObject]) -> None:
+    def __init__(_o, title: TLObject, articles: list[Any]) -> None:
         _o.title = title
         _o.articles = articles
 
@@ -20759,7 +20759,7 @@ class PageBlockBlockquoteBlocks(TLObject):
     TL_NAME = "pageBlockBlockquoteBlocks"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, blocks: list[TLObject], caption: TLObject) -> None:
+    def __init__(_o, blocks: list[Any], caption: TLObject) -> None:
         _o.blocks = blocks
         _o.caption = caption
 
@@ -20784,7 +20784,7 @@ class PageBlockButtonRow(TLObject):
     TL_NAME = "pageBlockButtonRow"
     TL_TYPE = "PageBlock"
 
-    def __init__(_o, buttons: list[TLObject], *, align_left: bool = False, align_center: bool = False, align_right: bool = False) -> None:
+    def __init__(_o, buttons: list[Any], *, align_left: bool = False, align_center: bool = False, align_right: bool = False) -> None:
         _o.align_left = align_left
         _o.align_center = align_center
         _o.align_right = align_right
@@ -20988,7 +20988,7 @@ class Invoice(TLObject):
     TL_NAME = "invoice"
     TL_TYPE = "Invoice"
 
-    def __init__(_o, currency: str, prices: list[TLObject], *, test: bool = False, name_requested: bool = False, phone_requested: bool = False, email_requested: bool = False, shipping_address_requested: bool = False, flexible: bool = False, phone_to_provider: bool = False, email_to_provider: bool = False, recurring: bool = False, max_tip_amount: int | None = None, suggested_tip_amounts: list[int] | None = None, terms_url: str | None = None, subscription_period: int | None = None) -> None:
+    def __init__(_o, currency: str, prices: list[Any], *, test: bool = False, name_requested: bool = False, phone_requested: bool = False, email_requested: bool = False, shipping_address_requested: bool = False, flexible: bool = False, phone_to_provider: bool = False, email_to_provider: bool = False, recurring: bool = False, max_tip_amount: int | None = None, suggested_tip_amounts: list[int] | None = None, terms_url: str | None = None, subscription_period: int | None = None) -> None:
         _o.test = test
         _o.name_requested = name_requested
         _o.phone_requested = phone_requested
@@ -21175,7 +21175,7 @@ class WebDocument(TLObject):
     TL_NAME = "webDocument"
     TL_TYPE = "WebDocument"
 
-    def __init__(_o, url: str, access_hash: int, size: int, mime_type: str, attributes: list[TLObject]) -> None:
+    def __init__(_o, url: str, access_hash: int, size: int, mime_type: str, attributes: list[Any]) -> None:
         _o.url = url
         _o.access_hash = access_hash
         _o.size = size
@@ -21207,7 +21207,7 @@ class WebDocumentNoProxy(TLObject):
     TL_NAME = "webDocumentNoProxy"
     TL_TYPE = "WebDocument"
 
-    def __init__(_o, url: str, size: int, mime_type: str, attributes: list[TLObject]) -> None:
+    def __init__(_o, url: str, size: int, mime_type: str, attributes: list[Any]) -> None:
         _o.url = url
         _o.size = size
         _o.mime_type = mime_type
@@ -21238,7 +21238,7 @@ class InputWebDocument(TLObject):
     TL_NAME = "inputWebDocument"
     TL_TYPE = "InputWebDocument"
 
-    def __init__(_o, url: str, size: int, mime_type: str, attributes: list[TLObject]) -> None:
+    def __init__(_o, url: str, size: int, mime_type: str, attributes: list[Any]) -> None:
         _o.url = url
         _o.size = size
         _o.mime_type = mime_type
@@ -21455,7 +21455,7 @@ class ShippingOption(TLObject):
     TL_NAME = "shippingOption"
     TL_TYPE = "ShippingOption"
 
-    def __init__(_o, id: str, title: str, prices: list[TLObject]) -> None:
+    def __init__(_o, id: str, title: str, prices: list[Any]) -> None:
         _o.id = id
         _o.title = title
         _o.prices = prices
@@ -21672,7 +21672,7 @@ class PhoneCall(TLObject):
     TL_NAME = "phoneCall"
     TL_TYPE = "PhoneCall"
 
-    def __init__(_o, id: int, access_hash: int, date: int, admin_id: int, participant_id: int, g_a_or_b: bytes, key_fingerprint: int, protocol: TLObject, connections: list[TLObject], start_date: int, *, p2p_allowed: bool = False, video: bool = False, conference_supported: bool = False, custom_parameters: TLObject | None = None) -> None:
+    def __init__(_o, id: int, access_hash: int, date: int, admin_id: int, participant_id: int, g_a_or_b: bytes, key_fingerprint: int, protocol: TLObject, connections: list[Any], start_date: int, *, p2p_allowed: bool = False, video: bool = False, conference_supported: bool = False, custom_parameters: TLObject | None = None) -> None:
         _o.p2p_allowed = p2p_allowed
         _o.video = video
         _o.conference_supported = conference_supported
@@ -21904,7 +21904,7 @@ class CdnConfig(TLObject):
     TL_NAME = "cdnConfig"
     TL_TYPE = "CdnConfig"
 
-    def __init__(_o, public_keys: list[TLObject]) -> None:
+    def __init__(_o, public_keys: list[Any]) -> None:
         _o.public_keys = public_keys
 
     def _write(self, b: bytearray) -> None:
@@ -22020,7 +22020,7 @@ class LangPackDifference(TLObject):
     TL_NAME = "langPackDifference"
     TL_TYPE = "LangPackDifference"
 
-    def __init__(_o, lang_code: str, from_version: int, version: int, strings: list[TLObject]) -> None:
+    def __init__(_o, lang_code: str, from_version: int, version: int, strings: list[Any]) -> None:
         _o.lang_code = lang_code
         _o.from_version = from_version
         _o.version = version
@@ -23561,7 +23561,7 @@ class InputSingleMedia(TLObject):
     TL_NAME = "inputSingleMedia"
     TL_TYPE = "InputSingleMedia"
 
-    def __init__(_o, media: TLObject, random_id: int, message: str, *, entities: list[TLObject] | None = None) -> None:
+    def __init__(_o, media: TLObject, random_id: int, message: str, *, entities: list[Any] | None = None) -> None:
         _o.media = media
         _o.random_id = random_id
         _o.message = message
@@ -24346,7 +24346,7 @@ class SecureValue(TLObject):
     TL_NAME = "secureValue"
     TL_TYPE = "SecureValue"
 
-    def __init__(_o, type: TLObject, hash: bytes, *, data: TLObject | None = None, front_side: TLObject | None = None, reverse_side: TLObject | None = None, selfie: TLObject | None = None, translation: list[TLObject] | None = None, files: list[TLObject] | None = None, plain_data: TLObject | None = None) -> None:
+    def __init__(_o, type: TLObject, hash: bytes, *, data: TLObject | None = None, front_side: TLObject | None = None, reverse_side: TLObject | None = None, selfie: TLObject | None = None, translation: list[Any] | None = None, files: list[Any] | None = None, plain_data: TLObject | None = None) -> None:
         _o.type = type
         _o.data = data
         _o.front_side = front_side
@@ -24401,7 +24401,7 @@ class InputSecureValue(TLObject):
     TL_NAME = "inputSecureValue"
     TL_TYPE = "InputSecureValue"
 
-    def __init__(_o, type: TLObject, *, data: TLObject | None = None, front_side: TLObject | None = None, reverse_side: TLObject | None = None, selfie: TLObject | None = None, translation: list[TLObject] | None = None, files: list[TLObject] | None = None, plain_data: TLObject | None = None) -> None:
+    def __init__(_o, type: TLObject, *, data: TLObject | None = None, front_side: TLObject | None = None, reverse_side: TLObject | None = None, selfie: TLObject | None = None, translation: list[Any] | None = None, files: list[Any] | None = None, plain_data: TLObject | None = None) -> None:
         _o.type = type
         _o.data = data
         _o.front_side = front_side
@@ -25019,7 +25019,7 @@ class SecureRequiredTypeOneOf(TLObject):
     TL_NAME = "secureRequiredTypeOneOf"
     TL_TYPE = "SecureRequiredType"
 
-    def __init__(_o, types: list[TLObject]) -> None:
+    def __init__(_o, types: list[Any]) -> None:
         _o.types = types
 
     def _write(self, b: bytearray) -> None:
@@ -25183,7 +25183,7 @@ class JsonArray(TLObject):
     TL_NAME = "jsonArray"
     TL_TYPE = "JSONValue"
 
-    def __init__(_o, value: list[TLObject]) -> None:
+    def __init__(_o, value: list[Any]) -> None:
         _o.value = value
 
     def _write(self, b: bytearray) -> None:
@@ -25205,7 +25205,7 @@ class JsonObject(TLObject):
     TL_NAME = "jsonObject"
     TL_TYPE = "JSONValue"
 
-    def __init__(_o, value: list[TLObject]) -> None:
+    def __init__(_o, value: list[Any]) -> None:
         _o.value = value
 
     def _write(self, b: bytearray) -> None:
@@ -25270,7 +25270,7 @@ class PageTableRow(TLObject):
     TL_NAME = "pageTableRow"
     TL_TYPE = "PageTableRow"
 
-    def __init__(_o, cells: list[TLObject]) -> None:
+    def __init__(_o, cells: list[Any]) -> None:
         _o.cells = cells
 
     def _write(self, b: bytearray) -> None:
@@ -25345,7 +25345,7 @@ class PageListItemBlocks(TLObject):
     TL_NAME = "pageListItemBlocks"
     TL_TYPE = "PageListItem"
 
-    def __init__(_o, blocks: list[TLObject], *, checkbox: bool = False, checked: bool = False) -> None:
+    def __init__(_o, blocks: list[Any], *, checkbox: bool = False, checked: bool = False) -> None:
         _o.checkbox = checkbox
         _o.checked = checked
         _o.blocks = blocks
@@ -25413,7 +25413,7 @@ class PageListOrderedItemBlocks(TLObject):
     TL_NAME = "pageListOrderedItemBlocks"
     TL_TYPE = "PageListOrderedItem"
 
-    def __init__(_o, blocks: list[TLObject], *, checkbox: bool = False, checked: bool = False, num: str | None = None, value: int | None = None, type: str | None = None) -> None:
+    def __init__(_o, blocks: list[Any], *, checkbox: bool = False, checked: bool = False, num: str | None = None, value: int | None = None, type: str | None = None) -> None:
         _o.checkbox = checkbox
         _o.checked = checked
         _o.num = num
@@ -25500,7 +25500,7 @@ class Page(TLObject):
     TL_NAME = "page"
     TL_TYPE = "Page"
 
-    def __init__(_o, url: str, blocks: list[TLObject], photos: list[TLObject], documents: list[TLObject], *, part: bool = False, rtl: bool = False, v2: bool = False, views: int | None = None) -> None:
+    def __init__(_o, url: str, blocks: list[Any], photos: list[Any], documents: list[Any], *, part: bool = False, rtl: bool = False, v2: bool = False, views: int | None = None) -> None:
         _o.part = part
         _o.rtl = rtl
         _o.v2 = v2
@@ -25612,7 +25612,7 @@ class Poll(TLObject):
     TL_NAME = "poll"
     TL_TYPE = "Poll"
 
-    def __init__(_o, id: int, question: TLObject, answers: list[TLObject], hash: int, *, closed: bool = False, public_voters: bool = False, multiple_choice: bool = False, quiz: bool = False, open_answers: bool = False, revoting_disabled: bool = False, shuffle_answers: bool = False, hide_results_until_close: bool = False, creator: bool = False, subscribers_only: bool = False, close_period: int | None = None, close_date: int | None = None, countries_iso2: list[str] | None = None) -> None:
+    def __init__(_o, id: int, question: TLObject, answers: list[Any], hash: int, *, closed: bool = False, public_voters: bool = False, multiple_choice: bool = False, quiz: bool = False, open_answers: bool = False, revoting_disabled: bool = False, shuffle_answers: bool = False, hide_results_until_close: bool = False, creator: bool = False, subscribers_only: bool = False, close_period: int | None = None, close_date: int | None = None, countries_iso2: list[str] | None = None) -> None:
         _o.id = id
         _o.closed = closed
         _o.public_voters = public_voters
@@ -25680,7 +25680,7 @@ class PollAnswerVoters(TLObject):
     TL_NAME = "pollAnswerVoters"
     TL_TYPE = "PollAnswerVoters"
 
-    def __init__(_o, option: bytes, *, chosen: bool = False, correct: bool = False, voters: int | None = None, recent_voters: list[TLObject] | None = None) -> None:
+    def __init__(_o, option: bytes, *, chosen: bool = False, correct: bool = False, voters: int | None = None, recent_voters: list[Any] | None = None) -> None:
         _o.chosen = chosen
         _o.correct = correct
         _o.option = option
@@ -25718,7 +25718,7 @@ class PollResults(TLObject):
     TL_NAME = "pollResults"
     TL_TYPE = "PollResults"
 
-    def __init__(_o, *, min: bool = False, has_unread_votes: bool = False, can_view_stats: bool = False, results: list[TLObject] | None = None, total_voters: int | None = None, recent_voters: list[TLObject] | None = None, solution: str | None = None, solution_entities: list[TLObject] | None = None, solution_media: TLObject | None = None) -> None:
+    def __init__(_o, *, min: bool = False, has_unread_votes: bool = False, can_view_stats: bool = False, results: list[Any] | None = None, total_voters: int | None = None, recent_voters: list[Any] | None = None, solution: str | None = None, solution_entities: list[Any] | None = None, solution_media: TLObject | None = None) -> None:
         _o.min = min
         _o.has_unread_votes = has_unread_votes
         _o.can_view_stats = can_view_stats
@@ -26211,7 +26211,7 @@ class EmojiKeywordsDifference(TLObject):
     TL_NAME = "emojiKeywordsDifference"
     TL_TYPE = "EmojiKeywordsDifference"
 
-    def __init__(_o, lang_code: str, from_version: int, version: int, keywords: list[TLObject]) -> None:
+    def __init__(_o, lang_code: str, from_version: int, version: int, keywords: list[Any]) -> None:
         _o.lang_code = lang_code
         _o.from_version = from_version
         _o.version = version
@@ -26650,7 +26650,7 @@ class Theme(TLObject):
     TL_NAME = "theme"
     TL_TYPE = "Theme"
 
-    def __init__(_o, id: int, access_hash: int, slug: str, title: str, *, creator: bool = False, default: bool = False, for_chat: bool = False, document: TLObject | None = None, settings: list[TLObject] | None = None, emoticon: str | None = None, installs_count: int | None = None) -> None:
+    def __init__(_o, id: int, access_hash: int, slug: str, title: str, *, creator: bool = False, default: bool = False, for_chat: bool = False, document: TLObject | None = None, settings: list[Any] | None = None, emoticon: str | None = None, installs_count: int | None = None) -> None:
         _o.creator = creator
         _o.default = default
         _o.for_chat = for_chat
@@ -26891,7 +26891,7 @@ class WebPageAttributeTheme(TLObject):
     TL_NAME = "webPageAttributeTheme"
     TL_TYPE = "WebPageAttribute"
 
-    def __init__(_o, *, documents: list[TLObject] | None = None, settings: TLObject | None = None) -> None:
+    def __init__(_o, *, documents: list[Any] | None = None, settings: TLObject | None = None) -> None:
         _o.documents = documents
         _o.settings = settings
 
@@ -26951,7 +26951,7 @@ class WebPageAttributeStickerSet(TLObject):
     TL_NAME = "webPageAttributeStickerSet"
     TL_TYPE = "WebPageAttribute"
 
-    def __init__(_o, stickers: list[TLObject], *, emojis: bool = False, text_color: bool = False) -> None:
+    def __init__(_o, stickers: list[Any], *, emojis: bool = False, text_color: bool = False) -> None:
         _o.emojis = emojis
         _o.text_color = text_color
         _o.stickers = stickers
@@ -27001,7 +27001,7 @@ class WebPageAttributeStarGiftCollection(TLObject):
     TL_NAME = "webPageAttributeStarGiftCollection"
     TL_TYPE = "WebPageAttribute"
 
-    def __init__(_o, icons: list[TLObject]) -> None:
+    def __init__(_o, icons: list[Any]) -> None:
         _o.icons = icons
 
     def _write(self, b: bytearray) -> None:
@@ -27095,7 +27095,7 @@ class DialogFilter(TLObject):
     TL_NAME = "dialogFilter"
     TL_TYPE = "DialogFilter"
 
-    def __init__(_o, id: int, title: TLObject, pinned_peers: list[TLObject], include_peers: list[TLObject], exclude_peers: list[TLObject], *, contacts: bool = False, non_contacts: bool = False, groups: bool = False, broadcasts: bool = False, bots: bool = False, exclude_muted: bool = False, exclude_read: bool = False, exclude_archived: bool = False, title_noanimate: bool = False, emoticon: str | None = None, color: int | None = None) -> None:
+    def __init__(_o, id: int, title: TLObject, pinned_peers: list[Any], include_peers: list[Any], exclude_peers: list[Any], *, contacts: bool = False, non_contacts: bool = False, groups: bool = False, broadcasts: bool = False, bots: bool = False, exclude_muted: bool = False, exclude_read: bool = False, exclude_archived: bool = False, title_noanimate: bool = False, emoticon: str | None = None, color: int | None = None) -> None:
         _o.contacts = contacts
         _o.non_contacts = non_contacts
         _o.groups = groups
@@ -27177,7 +27177,7 @@ class DialogFilterChatlist(TLObject):
     TL_NAME = "dialogFilterChatlist"
     TL_TYPE = "DialogFilter"
 
-    def __init__(_o, id: int, title: TLObject, pinned_peers: list[TLObject], include_peers: list[TLObject], *, has_my_invites: bool = False, title_noanimate: bool = False, emoticon: str | None = None, color: int | None = None) -> None:
+    def __init__(_o, id: int, title: TLObject, pinned_peers: list[Any], include_peers: list[Any], *, has_my_invites: bool = False, title_noanimate: bool = False, emoticon: str | None = None, color: int | None = None) -> None:
         _o.has_my_invites = has_my_invites
         _o.title_noanimate = title_noanimate
         _o.id = id
@@ -27620,7 +27620,7 @@ class MessageReplyHeader(TLObject):
     TL_NAME = "messageReplyHeader"
     TL_TYPE = "MessageReplyHeader"
 
-    def __init__(_o, *, reply_to_scheduled: bool = False, forum_topic: bool = False, quote: bool = False, reply_to_ephemeral: bool = False, reply_to_msg_id: int | None = None, reply_to_peer_id: TLObject | None = None, reply_from: TLObject | None = None, reply_media: TLObject | None = None, reply_to_top_id: int | None = None, quote_text: str | None = None, quote_entities: list[TLObject] | None = None, quote_offset: int | None = None, todo_item_id: int | None = None, poll_option: bytes | None = None) -> None:
+    def __init__(_o, *, reply_to_scheduled: bool = False, forum_topic: bool = False, quote: bool = False, reply_to_ephemeral: bool = False, reply_to_msg_id: int | None = None, reply_to_peer_id: TLObject | None = None, reply_from: TLObject | None = None, reply_media: TLObject | None = None, reply_to_top_id: int | None = None, quote_text: str | None = None, quote_entities: list[Any] | None = None, quote_offset: int | None = None, todo_item_id: int | None = None, poll_option: bytes | None = None) -> None:
         _o.reply_to_scheduled = reply_to_scheduled
         _o.forum_topic = forum_topic
         _o.quote = quote
@@ -27714,7 +27714,7 @@ class MessageReplies(TLObject):
     TL_NAME = "messageReplies"
     TL_TYPE = "MessageReplies"
 
-    def __init__(_o, replies: int, replies_pts: int, *, comments: bool = False, recent_repliers: list[TLObject] | None = None, channel_id: int | None = None, max_id: int | None = None, read_max_id: int | None = None) -> None:
+    def __init__(_o, replies: int, replies_pts: int, *, comments: bool = False, recent_repliers: list[Any] | None = None, channel_id: int | None = None, max_id: int | None = None, read_max_id: int | None = None) -> None:
         _o.comments = comments
         _o.replies = replies
         _o.replies_pts = replies_pts
@@ -28247,7 +28247,7 @@ class GroupCallParticipantVideo(TLObject):
     TL_NAME = "groupCallParticipantVideo"
     TL_TYPE = "GroupCallParticipantVideo"
 
-    def __init__(_o, endpoint: str, source_groups: list[TLObject], *, paused: bool = False, audio_source: int | None = None) -> None:
+    def __init__(_o, endpoint: str, source_groups: list[Any], *, paused: bool = False, audio_source: int | None = None) -> None:
         _o.paused = paused
         _o.endpoint = endpoint
         _o.source_groups = source_groups
@@ -28451,7 +28451,7 @@ class ChatThemeUniqueGift(TLObject):
     TL_NAME = "chatThemeUniqueGift"
     TL_TYPE = "ChatTheme"
 
-    def __init__(_o, gift: TLObject, theme_settings: list[TLObject]) -> None:
+    def __init__(_o, gift: TLObject, theme_settings: list[Any]) -> None:
         _o.gift = gift
         _o.theme_settings = theme_settings
 
@@ -28476,7 +28476,7 @@ class SponsoredMessage(TLObject):
     TL_NAME = "sponsoredMessage"
     TL_TYPE = "SponsoredMessage"
 
-    def __init__(_o, random_id: bytes, url: str, title: str, message: str, button_text: str, *, recommended: bool = False, can_report: bool = False, entities: list[TLObject] | None = None, photo: TLObject | None = None, media: TLObject | None = None, color: TLObject | None = None, sponsor_info: str | None = None, additional_info: str | None = None, min_display_duration: int | None = None, max_display_duration: int | None = None) -> None:
+    def __init__(_o, random_id: bytes, url: str, title: str, message: str, button_text: str, *, recommended: bool = False, can_report: bool = False, entities: list[Any] | None = None, photo: TLObject | None = None, media: TLObject | None = None, color: TLObject | None = None, sponsor_info: str | None = None, additional_info: str | None = None, min_display_duration: int | None = None, max_display_duration: int | None = None) -> None:
         _o.recommended = recommended
         _o.can_report = can_report
         _o.random_id = random_id
@@ -28630,7 +28630,7 @@ class MessageReactions(TLObject):
     TL_NAME = "messageReactions"
     TL_TYPE = "MessageReactions"
 
-    def __init__(_o, results: list[TLObject], *, min: bool = False, can_see_list: bool = False, reactions_as_tags: bool = False, recent_reactions: list[TLObject] | None = None, top_reactors: list[TLObject] | None = None) -> None:
+    def __init__(_o, results: list[Any], *, min: bool = False, can_see_list: bool = False, reactions_as_tags: bool = False, recent_reactions: list[Any] | None = None, top_reactors: list[Any] | None = None) -> None:
         _o.min = min
         _o.can_see_list = can_see_list
         _o.reactions_as_tags = reactions_as_tags
@@ -28809,7 +28809,7 @@ class AttachMenuBotIcon(TLObject):
     TL_NAME = "attachMenuBotIcon"
     TL_TYPE = "AttachMenuBotIcon"
 
-    def __init__(_o, name: str, icon: TLObject, *, colors: list[TLObject] | None = None) -> None:
+    def __init__(_o, name: str, icon: TLObject, *, colors: list[Any] | None = None) -> None:
         _o.name = name
         _o.icon = icon
         _o.colors = colors
@@ -28840,7 +28840,7 @@ class AttachMenuBot(TLObject):
     TL_NAME = "attachMenuBot"
     TL_TYPE = "AttachMenuBot"
 
-    def __init__(_o, bot_id: int, short_name: str, icons: list[TLObject], *, inactive: bool = False, has_settings: bool = False, request_write_access: bool = False, show_in_attach_menu: bool = False, show_in_side_menu: bool = False, side_menu_disclaimer_needed: bool = False, peer_types: list[TLObject] | None = None) -> None:
+    def __init__(_o, bot_id: int, short_name: str, icons: list[Any], *, inactive: bool = False, has_settings: bool = False, request_write_access: bool = False, show_in_attach_menu: bool = False, show_in_side_menu: bool = False, side_menu_disclaimer_needed: bool = False, peer_types: list[Any] | None = None) -> None:
         _o.inactive = inactive
         _o.has_settings = has_settings
         _o.request_write_access = request_write_access
@@ -28908,7 +28908,7 @@ class AttachMenuBots(TLObject):
     TL_NAME = "attachMenuBots"
     TL_TYPE = "AttachMenuBots"
 
-    def __init__(_o, hash: int, bots: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, hash: int, bots: list[Any], users: list[Any]) -> None:
         _o.hash = hash
         _o.bots = bots
         _o.users = users
@@ -28936,7 +28936,7 @@ class AttachMenuBotsBot(TLObject):
     TL_NAME = "attachMenuBotsBot"
     TL_TYPE = "AttachMenuBotsBot"
 
-    def __init__(_o, bot: TLObject, users: list[TLObject]) -> None:
+    def __init__(_o, bot: TLObject, users: list[Any]) -> None:
         _o.bot = bot
         _o.users = users
 
@@ -29724,7 +29724,7 @@ class InputStorePaymentPremiumGiftCode(TLObject):
     TL_NAME = "inputStorePaymentPremiumGiftCode"
     TL_TYPE = "InputStorePaymentPurpose"
 
-    def __init__(_o, users: list[TLObject], currency: str, amount: int, *, boost_peer: TLObject | None = None, message: TLObject | None = None) -> None:
+    def __init__(_o, users: list[Any], currency: str, amount: int, *, boost_peer: TLObject | None = None, message: TLObject | None = None) -> None:
         _o.users = users
         _o.boost_peer = boost_peer
         _o.currency = currency
@@ -29762,7 +29762,7 @@ class InputStorePaymentPremiumGiveaway(TLObject):
     TL_NAME = "inputStorePaymentPremiumGiveaway"
     TL_TYPE = "InputStorePaymentPurpose"
 
-    def __init__(_o, boost_peer: TLObject, random_id: int, until_date: int, currency: str, amount: int, *, only_new_subscribers: bool = False, winners_are_visible: bool = False, additional_peers: list[TLObject] | None = None, countries_iso2: list[str] | None = None, prize_description: str | None = None) -> None:
+    def __init__(_o, boost_peer: TLObject, random_id: int, until_date: int, currency: str, amount: int, *, only_new_subscribers: bool = False, winners_are_visible: bool = False, additional_peers: list[Any] | None = None, countries_iso2: list[str] | None = None, prize_description: str | None = None) -> None:
         _o.only_new_subscribers = only_new_subscribers
         _o.winners_are_visible = winners_are_visible
         _o.boost_peer = boost_peer
@@ -29880,7 +29880,7 @@ class InputStorePaymentStarsGiveaway(TLObject):
     TL_NAME = "inputStorePaymentStarsGiveaway"
     TL_TYPE = "InputStorePaymentPurpose"
 
-    def __init__(_o, stars: int, boost_peer: TLObject, random_id: int, until_date: int, currency: str, amount: int, users: int, *, only_new_subscribers: bool = False, winners_are_visible: bool = False, additional_peers: list[TLObject] | None = None, countries_iso2: list[str] | None = None, prize_description: str | None = None) -> None:
+    def __init__(_o, stars: int, boost_peer: TLObject, random_id: int, until_date: int, currency: str, amount: int, users: int, *, only_new_subscribers: bool = False, winners_are_visible: bool = False, additional_peers: list[Any] | None = None, countries_iso2: list[str] | None = None, prize_description: str | None = None) -> None:
         _o.only_new_subscribers = only_new_subscribers
         _o.winners_are_visible = winners_are_visible
         _o.stars = stars
@@ -30245,7 +30245,7 @@ class ChatReactionsSome(TLObject):
     TL_NAME = "chatReactionsSome"
     TL_TYPE = "ChatReactions"
 
-    def __init__(_o, reactions: list[TLObject]) -> None:
+    def __init__(_o, reactions: list[Any]) -> None:
         _o.reactions = reactions
 
     def _write(self, b: bytearray) -> None:
@@ -30992,7 +30992,7 @@ class TextWithEntities(TLObject):
     TL_NAME = "textWithEntities"
     TL_TYPE = "TextWithEntities"
 
-    def __init__(_o, text: str, entities: list[TLObject]) -> None:
+    def __init__(_o, text: str, entities: list[Any]) -> None:
         _o.text = text
         _o.entities = entities
 
@@ -31253,7 +31253,7 @@ class ExportedChatlistInvite(TLObject):
     TL_NAME = "exportedChatlistInvite"
     TL_TYPE = "ExportedChatlistInvite"
 
-    def __init__(_o, title: str, url: str, peers: list[TLObject]) -> None:
+    def __init__(_o, title: str, url: str, peers: list[Any]) -> None:
         _o.title = title
         _o.url = url
         _o.peers = peers
@@ -31367,7 +31367,7 @@ class StoryViews(TLObject):
     TL_NAME = "storyViews"
     TL_TYPE = "StoryViews"
 
-    def __init__(_o, views_count: int, *, has_viewers: bool = False, forwards_count: int | None = None, reactions: list[TLObject] | None = None, reactions_count: int | None = None, recent_viewers: list[int] | None = None) -> None:
+    def __init__(_o, views_count: int, *, has_viewers: bool = False, forwards_count: int | None = None, reactions: list[Any] | None = None, reactions_count: int | None = None, recent_viewers: list[int] | None = None) -> None:
         _o.has_viewers = has_viewers
         _o.views_count = views_count
         _o.forwards_count = forwards_count
@@ -31461,7 +31461,7 @@ class StoryItem(TLObject):
     TL_NAME = "storyItem"
     TL_TYPE = "StoryItem"
 
-    def __init__(_o, id: int, date: int, expire_date: int, media: TLObject, *, pinned: bool = False, public: bool = False, close_friends: bool = False, min: bool = False, noforwards: bool = False, edited: bool = False, contacts: bool = False, selected_contacts: bool = False, out: bool = False, from_id: TLObject | None = None, fwd_from: TLObject | None = None, caption: str | None = None, entities: list[TLObject] | None = None, media_areas: list[TLObject] | None = None, privacy: list[TLObject] | None = None, views: TLObject | None = None, sent_reaction: TLObject | None = None, albums: list[int] | None = None, music: TLObject | None = None) -> None:
+    def __init__(_o, id: int, date: int, expire_date: int, media: TLObject, *, pinned: bool = False, public: bool = False, close_friends: bool = False, min: bool = False, noforwards: bool = False, edited: bool = False, contacts: bool = False, selected_contacts: bool = False, out: bool = False, from_id: TLObject | None = None, fwd_from: TLObject | None = None, caption: str | None = None, entities: list[Any] | None = None, media_areas: list[Any] | None = None, privacy: list[Any] | None = None, views: TLObject | None = None, sent_reaction: TLObject | None = None, albums: list[int] | None = None, music: TLObject | None = None) -> None:
         _o.pinned = pinned
         _o.public = public
         _o.close_friends = close_friends
@@ -31642,7 +31642,7 @@ class InputReplyToMessage(TLObject):
     TL_NAME = "inputReplyToMessage"
     TL_TYPE = "InputReplyTo"
 
-    def __init__(_o, reply_to_msg_id: int, *, top_msg_id: int | None = None, reply_to_peer_id: TLObject | None = None, quote_text: str | None = None, quote_entities: list[TLObject] | None = None, quote_offset: int | None = None, monoforum_peer_id: TLObject | None = None, todo_item_id: int | None = None, poll_option: bytes | None = None) -> None:
+    def __init__(_o, reply_to_msg_id: int, *, top_msg_id: int | None = None, reply_to_peer_id: TLObject | None = None, quote_text: str | None = None, quote_entities: list[Any] | None = None, quote_offset: int | None = None, monoforum_peer_id: TLObject | None = None, todo_item_id: int | None = None, poll_option: bytes | None = None) -> None:
         _o.reply_to_msg_id = reply_to_msg_id
         _o.top_msg_id = top_msg_id
         _o.reply_to_peer_id = reply_to_peer_id
@@ -32113,7 +32113,7 @@ class PeerStories(TLObject):
     TL_NAME = "peerStories"
     TL_TYPE = "PeerStories"
 
-    def __init__(_o, peer: TLObject, stories: list[TLObject], *, max_read_id: int | None = None) -> None:
+    def __init__(_o, peer: TLObject, stories: list[Any], *, max_read_id: int | None = None) -> None:
         _o.peer = peer
         _o.max_read_id = max_read_id
         _o.stories = stories
@@ -32794,7 +32794,7 @@ class BusinessWorkHours(TLObject):
     TL_NAME = "businessWorkHours"
     TL_TYPE = "BusinessWorkHours"
 
-    def __init__(_o, timezone_id: str, weekly_open: list[TLObject], *, open_now: bool = False) -> None:
+    def __init__(_o, timezone_id: str, weekly_open: list[Any], *, open_now: bool = False) -> None:
         _o.open_now = open_now
         _o.timezone_id = timezone_id
         _o.weekly_open = weekly_open
@@ -32851,7 +32851,7 @@ class InputBusinessRecipients(TLObject):
     TL_NAME = "inputBusinessRecipients"
     TL_TYPE = "InputBusinessRecipients"
 
-    def __init__(_o, *, existing_chats: bool = False, new_chats: bool = False, contacts: bool = False, non_contacts: bool = False, exclude_selected: bool = False, users: list[TLObject] | None = None) -> None:
+    def __init__(_o, *, existing_chats: bool = False, new_chats: bool = False, contacts: bool = False, non_contacts: bool = False, exclude_selected: bool = False, users: list[Any] | None = None) -> None:
         _o.existing_chats = existing_chats
         _o.new_chats = new_chats
         _o.contacts = contacts
@@ -33417,7 +33417,7 @@ class InputBusinessBotRecipients(TLObject):
     TL_NAME = "inputBusinessBotRecipients"
     TL_TYPE = "InputBusinessBotRecipients"
 
-    def __init__(_o, *, existing_chats: bool = False, new_chats: bool = False, contacts: bool = False, non_contacts: bool = False, exclude_selected: bool = False, users: list[TLObject] | None = None, exclude_users: list[TLObject] | None = None) -> None:
+    def __init__(_o, *, existing_chats: bool = False, new_chats: bool = False, contacts: bool = False, non_contacts: bool = False, exclude_selected: bool = False, users: list[Any] | None = None, exclude_users: list[Any] | None = None) -> None:
         _o.existing_chats = existing_chats
         _o.new_chats = new_chats
         _o.contacts = contacts
@@ -33548,7 +33548,7 @@ class InputBusinessChatLink(TLObject):
     TL_NAME = "inputBusinessChatLink"
     TL_TYPE = "InputBusinessChatLink"
 
-    def __init__(_o, message: str, *, entities: list[TLObject] | None = None, title: str | None = None) -> None:
+    def __init__(_o, message: str, *, entities: list[Any] | None = None, title: str | None = None) -> None:
         _o.message = message
         _o.entities = entities
         _o.title = title
@@ -33580,7 +33580,7 @@ class BusinessChatLink(TLObject):
     TL_NAME = "businessChatLink"
     TL_TYPE = "BusinessChatLink"
 
-    def __init__(_o, link: str, message: str, views: int, *, entities: list[TLObject] | None = None, title: str | None = None) -> None:
+    def __init__(_o, link: str, message: str, views: int, *, entities: list[Any] | None = None, title: str | None = None) -> None:
         _o.link = link
         _o.message = message
         _o.entities = entities
@@ -34106,7 +34106,7 @@ class StarsTransaction(TLObject):
     TL_NAME = "starsTransaction"
     TL_TYPE = "StarsTransaction"
 
-    def __init__(_o, id: str, amount: TLObject, date: int, peer: TLObject, *, refund: bool = False, pending: bool = False, failed: bool = False, gift: bool = False, reaction: bool = False, stargift_upgrade: bool = False, business_transfer: bool = False, stargift_resale: bool = False, posts_search: bool = False, stargift_prepaid_upgrade: bool = False, stargift_drop_original_details: bool = False, phonegroup_message: bool = False, stargift_auction_bid: bool = False, offer: bool = False, title: str | None = None, description: str | None = None, photo: TLObject | None = None, transaction_date: int | None = None, transaction_url: str | None = None, bot_payload: bytes | None = None, msg_id: int | None = None, extended_media: list[TLObject] | None = None, subscription_period: int | None = None, giveaway_post_id: int | None = None, stargift: TLObject | None = None, floodskip_number: int | None = None, starref_commission_permille: int | None = None, starref_peer: TLObject | None = None, starref_amount: TLObject | None = None, paid_messages: int | None = None, premium_gift_months: int | None = None, ads_proceeds_from_date: int | None = None, ads_proceeds_to_date: int | None = None) -> None:
+    def __init__(_o, id: str, amount: TLObject, date: int, peer: TLObject, *, refund: bool = False, pending: bool = False, failed: bool = False, gift: bool = False, reaction: bool = False, stargift_upgrade: bool = False, business_transfer: bool = False, stargift_resale: bool = False, posts_search: bool = False, stargift_prepaid_upgrade: bool = False, stargift_drop_original_details: bool = False, phonegroup_message: bool = False, stargift_auction_bid: bool = False, offer: bool = False, title: str | None = None, description: str | None = None, photo: TLObject | None = None, transaction_date: int | None = None, transaction_url: str | None = None, bot_payload: bytes | None = None, msg_id: int | None = None, extended_media: list[Any] | None = None, subscription_period: int | None = None, giveaway_post_id: int | None = None, stargift: TLObject | None = None, floodskip_number: int | None = None, starref_commission_permille: int | None = None, starref_peer: TLObject | None = None, starref_amount: TLObject | None = None, paid_messages: int | None = None, premium_gift_months: int | None = None, ads_proceeds_from_date: int | None = None, ads_proceeds_to_date: int | None = None) -> None:
         _o.refund = refund
         _o.pending = pending
         _o.failed = failed
@@ -34547,7 +34547,7 @@ class StarsGiveawayOption(TLObject):
     TL_NAME = "starsGiveawayOption"
     TL_TYPE = "StarsGiveawayOption"
 
-    def __init__(_o, stars: int, yearly_boosts: int, currency: str, amount: int, winners: list[TLObject], *, extended: bool = False, default: bool = False, store_product: str | None = None) -> None:
+    def __init__(_o, stars: int, yearly_boosts: int, currency: str, amount: int, winners: list[Any], *, extended: bool = False, default: bool = False, store_product: str | None = None) -> None:
         _o.extended = extended
         _o.default = default
         _o.stars = stars
@@ -34741,7 +34741,7 @@ class StarGiftUnique(TLObject):
     TL_NAME = "starGiftUnique"
     TL_TYPE = "StarGift"
 
-    def __init__(_o, id: int, gift_id: int, title: str, slug: str, num: int, attributes: list[TLObject], availability_issued: int, availability_total: int, *, require_premium: bool = False, resale_ton_only: bool = False, theme_available: bool = False, burned: bool = False, crafted: bool = False, owner_id: TLObject | None = None, owner_name: str | None = None, owner_address: str | None = None, gift_address: str | None = None, resell_amount: list[TLObject] | None = None, released_by: TLObject | None = None, value_amount: int | None = None, value_currency: str | None = None, value_usd_amount: int | None = None, theme_peer: TLObject | None = None, peer_color: TLObject | None = None, host_id: TLObject | None = None, offer_min_stars: int | None = None, craft_chance_permille: int | None = None) -> None:
+    def __init__(_o, id: int, gift_id: int, title: str, slug: str, num: int, attributes: list[Any], availability_issued: int, availability_total: int, *, require_premium: bool = False, resale_ton_only: bool = False, theme_available: bool = False, burned: bool = False, crafted: bool = False, owner_id: TLObject | None = None, owner_name: str | None = None, owner_address: str | None = None, gift_address: str | None = None, resell_amount: list[Any] | None = None, released_by: TLObject | None = None, value_amount: int | None = None, value_currency: str | None = None, value_usd_amount: int | None = None, theme_peer: TLObject | None = None, peer_color: TLObject | None = None, host_id: TLObject | None = None, offer_min_stars: int | None = None, craft_chance_permille: int | None = None) -> None:
         _o.require_premium = require_premium
         _o.resale_ton_only = resale_ton_only
         _o.theme_available = theme_available
@@ -34875,7 +34875,7 @@ class ReportResultChooseOption(TLObject):
     TL_NAME = "reportResultChooseOption"
     TL_TYPE = "ReportResult"
 
-    def __init__(_o, title: str, options: list[TLObject]) -> None:
+    def __init__(_o, title: str, options: list[Any]) -> None:
         _o.title = title
         _o.options = options
 
@@ -35848,7 +35848,7 @@ class TodoList(TLObject):
     TL_NAME = "todoList"
     TL_TYPE = "TodoList"
 
-    def __init__(_o, title: TLObject, list: list[TLObject], *, others_can_append: bool = False, others_can_complete: bool = False) -> None:
+    def __init__(_o, title: TLObject, list: list[Any], *, others_can_append: bool = False, others_can_complete: bool = False) -> None:
         _o.others_can_append = others_can_append
         _o.others_can_complete = others_can_complete
         _o.title = title
@@ -36463,7 +36463,7 @@ class StarGiftAuctionState(TLObject):
     TL_NAME = "starGiftAuctionState"
     TL_TYPE = "StarGiftAuctionState"
 
-    def __init__(_o, version: int, start_date: int, end_date: int, min_bid_amount: int, bid_levels: list[TLObject], top_bidders: list[int], next_round_at: int, last_gift_num: int, gifts_left: int, current_round: int, total_rounds: int, rounds: list[TLObject]) -> None:
+    def __init__(_o, version: int, start_date: int, end_date: int, min_bid_amount: int, bid_levels: list[Any], top_bidders: list[int], next_round_at: int, last_gift_num: int, gifts_left: int, current_round: int, total_rounds: int, rounds: list[Any]) -> None:
         _o.version = version
         _o.start_date = start_date
         _o.end_date = end_date
@@ -37437,7 +37437,7 @@ class InputRichMessage(TLObject):
     TL_NAME = "inputRichMessage"
     TL_TYPE = "InputRichMessage"
 
-    def __init__(_o, blocks: list[TLObject], *, rtl: bool = False, noautolink: bool = False, photos: list[TLObject] | None = None, documents: list[TLObject] | None = None, users: list[TLObject] | None = None) -> None:
+    def __init__(_o, blocks: list[Any], *, rtl: bool = False, noautolink: bool = False, photos: list[Any] | None = None, documents: list[Any] | None = None, users: list[Any] | None = None) -> None:
         _o.rtl = rtl
         _o.noautolink = noautolink
         _o.blocks = blocks
@@ -37477,7 +37477,7 @@ class InputRichMessageHTML(TLObject):
     TL_NAME = "inputRichMessageHTML"
     TL_TYPE = "InputRichMessage"
 
-    def __init__(_o, html: str, *, rtl: bool = False, noautolink: bool = False, files: list[TLObject] | None = None) -> None:
+    def __init__(_o, html: str, *, rtl: bool = False, noautolink: bool = False, files: list[Any] | None = None) -> None:
         _o.rtl = rtl
         _o.noautolink = noautolink
         _o.html = html
@@ -37509,7 +37509,7 @@ class InputRichMessageMarkdown(TLObject):
     TL_NAME = "inputRichMessageMarkdown"
     TL_TYPE = "InputRichMessage"
 
-    def __init__(_o, markdown: str, *, rtl: bool = False, noautolink: bool = False, files: list[TLObject] | None = None) -> None:
+    def __init__(_o, markdown: str, *, rtl: bool = False, noautolink: bool = False, files: list[Any] | None = None) -> None:
         _o.rtl = rtl
         _o.noautolink = noautolink
         _o.markdown = markdown
@@ -37541,7 +37541,7 @@ class RichMessage(TLObject):
     TL_NAME = "richMessage"
     TL_TYPE = "RichMessage"
 
-    def __init__(_o, blocks: list[TLObject], photos: list[TLObject], documents: list[TLObject], *, rtl: bool = False, part: bool = False) -> None:
+    def __init__(_o, blocks: list[Any], photos: list[Any], documents: list[Any], *, rtl: bool = False, part: bool = False) -> None:
         _o.rtl = rtl
         _o.part = part
         _o.blocks = blocks
@@ -37635,7 +37635,7 @@ class EphemeralMessage(TLObject):
     TL_NAME = "ephemeralMessage"
     TL_TYPE = "EphemeralMessage"
 
-    def __init__(_o, id: int, from_id: TLObject, receiver_id: int, date: int, message: str, *, out: bool = False, welcome_template: bool = False, invert_media: bool = False, noforwards: bool = False, peer_id: TLObject | None = None, top_msg_id: int | None = None, entities: list[TLObject] | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, reply_to: TLObject | None = None, rich_message: TLObject | None = None, chat_instance: int | None = None, anchor_msg_id: int | None = None) -> None:
+    def __init__(_o, id: int, from_id: TLObject, receiver_id: int, date: int, message: str, *, out: bool = False, welcome_template: bool = False, invert_media: bool = False, noforwards: bool = False, peer_id: TLObject | None = None, top_msg_id: int | None = None, entities: list[Any] | None = None, media: TLObject | None = None, reply_markup: TLObject | None = None, reply_to: TLObject | None = None, rich_message: TLObject | None = None, chat_instance: int | None = None, anchor_msg_id: int | None = None) -> None:
         _o.out = out
         _o.welcome_template = welcome_template
         _o.invert_media = invert_media
@@ -38063,7 +38063,7 @@ class InlineButtonTypeSwitchInline(TLObject):
     TL_NAME = "inlineButtonTypeSwitchInline"
     TL_TYPE = "InlineButtonType"
 
-    def __init__(_o, query: str, *, same_peer: bool = False, peer_types: list[TLObject] | None = None) -> None:
+    def __init__(_o, query: str, *, same_peer: bool = False, peer_types: list[Any] | None = None) -> None:
         _o.same_peer = same_peer
         _o.query = query
         _o.peer_types = peer_types
@@ -38210,7 +38210,7 @@ class KeyboardInlineButtonRow(TLObject):
     TL_NAME = "keyboardInlineButtonRow"
     TL_TYPE = "KeyboardInlineButtonRow"
 
-    def __init__(_o, buttons: list[TLObject]) -> None:
+    def __init__(_o, buttons: list[Any]) -> None:
         _o.buttons = buttons
 
     def _write(self, b: bytearray) -> None:
@@ -39149,7 +39149,7 @@ class FutureSalts(TLObject):
     TL_NAME = "future_salts"
     TL_TYPE = "FutureSalts"
 
-    def __init__(_o, req_msg_id: int, now: int, salts: list[TLObject]) -> None:
+    def __init__(_o, req_msg_id: int, now: int, salts: list[Any]) -> None:
         _o.req_msg_id = req_msg_id
         _o.now = now
         _o.salts = salts
@@ -39341,7 +39341,7 @@ class AccessPointRule(TLObject):
     TL_NAME = "accessPointRule"
     TL_TYPE = "AccessPointRule"
 
-    def __init__(_o, phone_prefix_rules: str, dc_id: int, ips: list[TLObject]) -> None:
+    def __init__(_o, phone_prefix_rules: str, dc_id: int, ips: list[Any]) -> None:
         _o.phone_prefix_rules = phone_prefix_rules
         _o.dc_id = dc_id
         _o.ips = ips

@@ -68,7 +68,7 @@ class PrivacyRules(TLObject):
     TL_NAME = "account.privacyRules"
     TL_TYPE = "account.PrivacyRules"
 
-    def __init__(_o, rules: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, rules: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.rules = rules
         _o.chats = chats
         _o.users = users
@@ -96,7 +96,7 @@ class Authorizations(TLObject):
     TL_NAME = "account.authorizations"
     TL_TYPE = "account.Authorizations"
 
-    def __init__(_o, authorization_ttl_days: int, authorizations: list[TLObject]) -> None:
+    def __init__(_o, authorization_ttl_days: int, authorizations: list[Any]) -> None:
         _o.authorization_ttl_days = authorization_ttl_days
         _o.authorizations = authorizations
 
@@ -284,7 +284,7 @@ class WebAuthorizations(TLObject):
     TL_NAME = "account.webAuthorizations"
     TL_TYPE = "account.WebAuthorizations"
 
-    def __init__(_o, authorizations: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, authorizations: list[Any], users: list[Any]) -> None:
         _o.authorizations = authorizations
         _o.users = users
 
@@ -309,7 +309,7 @@ class AuthorizationForm(TLObject):
     TL_NAME = "account.authorizationForm"
     TL_TYPE = "account.AuthorizationForm"
 
-    def __init__(_o, required_types: list[TLObject], values: list[TLObject], errors: list[TLObject], users: list[TLObject], *, privacy_policy_url: str | None = None) -> None:
+    def __init__(_o, required_types: list[Any], values: list[Any], errors: list[Any], users: list[Any], *, privacy_policy_url: str | None = None) -> None:
         _o.required_types = required_types
         _o.values = values
         _o.errors = errors
@@ -413,7 +413,7 @@ class WallPapers(TLObject):
     TL_NAME = "account.wallPapers"
     TL_TYPE = "account.WallPapers"
 
-    def __init__(_o, hash: int, wallpapers: list[TLObject]) -> None:
+    def __init__(_o, hash: int, wallpapers: list[Any]) -> None:
         _o.hash = hash
         _o.wallpapers = wallpapers
 
@@ -486,7 +486,7 @@ class Themes(TLObject):
     TL_NAME = "account.themes"
     TL_TYPE = "account.Themes"
 
-    def __init__(_o, hash: int, themes: list[TLObject]) -> None:
+    def __init__(_o, hash: int, themes: list[Any]) -> None:
         _o.hash = hash
         _o.themes = themes
 
@@ -620,7 +620,7 @@ class ChatThemes(TLObject):
     TL_NAME = "account.chatThemes"
     TL_TYPE = "account.ChatThemes"
 
-    def __init__(_o, hash: int, themes: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, hash: int, themes: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.hash = hash
         _o.themes = themes
         _o.chats = chats
@@ -677,7 +677,7 @@ class SavedRingtones(TLObject):
     TL_NAME = "account.savedRingtones"
     TL_TYPE = "account.SavedRingtones"
 
-    def __init__(_o, hash: int, ringtones: list[TLObject]) -> None:
+    def __init__(_o, hash: int, ringtones: list[Any]) -> None:
         _o.hash = hash
         _o.ringtones = ringtones
 
@@ -764,7 +764,7 @@ class EmojiStatuses(TLObject):
     TL_NAME = "account.emojiStatuses"
     TL_TYPE = "account.EmojiStatuses"
 
-    def __init__(_o, hash: int, statuses: list[TLObject]) -> None:
+    def __init__(_o, hash: int, statuses: list[Any]) -> None:
         _o.hash = hash
         _o.statuses = statuses
 
@@ -836,7 +836,7 @@ class AutoSaveSettings(TLObject):
     TL_NAME = "account.autoSaveSettings"
     TL_TYPE = "account.AutoSaveSettings"
 
-    def __init__(_o, users_settings: TLObject, chats_settings: TLObject, broadcasts_settings: TLObject, exceptions: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, users_settings: TLObject, chats_settings: TLObject, broadcasts_settings: TLObject, exceptions: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.users_settings = users_settings
         _o.chats_settings = chats_settings
         _o.broadcasts_settings = broadcasts_settings
@@ -873,7 +873,7 @@ class ConnectedBots(TLObject):
     TL_NAME = "account.connectedBots"
     TL_TYPE = "account.ConnectedBots"
 
-    def __init__(_o, connected_bots: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, connected_bots: list[Any], users: list[Any]) -> None:
         _o.connected_bots = connected_bots
         _o.users = users
 
@@ -898,7 +898,7 @@ class BusinessChatLinks(TLObject):
     TL_NAME = "account.businessChatLinks"
     TL_TYPE = "account.BusinessChatLinks"
 
-    def __init__(_o, links: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, links: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.links = links
         _o.chats = chats
         _o.users = users
@@ -926,7 +926,7 @@ class ResolvedBusinessChatLinks(TLObject):
     TL_NAME = "account.resolvedBusinessChatLinks"
     TL_TYPE = "account.ResolvedBusinessChatLinks"
 
-    def __init__(_o, peer: TLObject, message: str, chats: list[TLObject], users: list[TLObject], *, entities: list[TLObject] | None = None) -> None:
+    def __init__(_o, peer: TLObject, message: str, chats: list[Any], users: list[Any], *, entities: list[Any] | None = None) -> None:
         _o.peer = peer
         _o.message = message
         _o.entities = entities
@@ -1027,7 +1027,7 @@ class Passkeys(TLObject):
     TL_NAME = "account.passkeys"
     TL_TYPE = "account.Passkeys"
 
-    def __init__(_o, passkeys: list[TLObject]) -> None:
+    def __init__(_o, passkeys: list[Any]) -> None:
         _o.passkeys = passkeys
 
     def _write(self, b: bytearray) -> None:
@@ -1091,7 +1091,7 @@ class WebBrowserSettings(TLObject):
     TL_NAME = "account.webBrowserSettings"
     TL_TYPE = "account.WebBrowserSettings"
 
-    def __init__(_o, external_exceptions: list[TLObject], inapp_exceptions: list[TLObject], hash: int, *, open_external_browser: bool = False, display_close_button: bool = False) -> None:
+    def __init__(_o, external_exceptions: list[Any], inapp_exceptions: list[Any], hash: int, *, open_external_browser: bool = False, display_close_button: bool = False) -> None:
         _o.open_external_browser = open_external_browser
         _o.display_close_button = display_close_button
         _o.external_exceptions = external_exceptions

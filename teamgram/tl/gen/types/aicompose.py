@@ -63,7 +63,7 @@ class Tones(TLObject):
     TL_NAME = "aicompose.tones"
     TL_TYPE = "aicompose.Tones"
 
-    def __init__(_o, hash: int, tones: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, hash: int, tones: list[Any], users: list[Any]) -> None:
         _o.hash = hash
         _o.tones = tones
         _o.users = users

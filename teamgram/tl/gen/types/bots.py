@@ -71,7 +71,7 @@ class PopularAppBots(TLObject):
     TL_NAME = "bots.popularAppBots"
     TL_TYPE = "bots.PopularAppBots"
 
-    def __init__(_o, users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, users: list[Any], *, next_offset: str | None = None) -> None:
         _o.next_offset = next_offset
         _o.users = users
 
@@ -99,7 +99,7 @@ class PreviewInfo(TLObject):
     TL_NAME = "bots.previewInfo"
     TL_TYPE = "bots.PreviewInfo"
 
-    def __init__(_o, media: list[TLObject], lang_codes: list[str]) -> None:
+    def __init__(_o, media: list[Any], lang_codes: list[str]) -> None:
         _o.media = media
         _o.lang_codes = lang_codes
 
@@ -171,7 +171,7 @@ class AccessSettings(TLObject):
     TL_NAME = "bots.accessSettings"
     TL_TYPE = "bots.AccessSettings"
 
-    def __init__(_o, *, restricted: bool = False, add_users: list[TLObject] | None = None) -> None:
+    def __init__(_o, *, restricted: bool = False, add_users: list[Any] | None = None) -> None:
         _o.restricted = restricted
         _o.add_users = add_users
 

@@ -47,7 +47,7 @@ class ChannelParticipants(TLObject):
     TL_NAME = "channels.channelParticipants"
     TL_TYPE = "channels.ChannelParticipants"
 
-    def __init__(_o, count: int, participants: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, participants: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.participants = participants
         _o.chats = chats
@@ -98,7 +98,7 @@ class ChannelParticipant(TLObject):
     TL_NAME = "channels.channelParticipant"
     TL_TYPE = "channels.ChannelParticipant"
 
-    def __init__(_o, participant: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, participant: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.participant = participant
         _o.chats = chats
         _o.users = users
@@ -126,7 +126,7 @@ class AdminLogResults(TLObject):
     TL_NAME = "channels.adminLogResults"
     TL_TYPE = "channels.AdminLogResults"
 
-    def __init__(_o, events: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, events: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.events = events
         _o.chats = chats
         _o.users = users
@@ -154,7 +154,7 @@ class SendAsPeers(TLObject):
     TL_NAME = "channels.sendAsPeers"
     TL_TYPE = "channels.SendAsPeers"
 
-    def __init__(_o, peers: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, peers: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.peers = peers
         _o.chats = chats
         _o.users = users
@@ -182,7 +182,7 @@ class SponsoredMessageReportResultChooseOption(TLObject):
     TL_NAME = "channels.sponsoredMessageReportResultChooseOption"
     TL_TYPE = "channels.SponsoredMessageReportResult"
 
-    def __init__(_o, title: str, options: list[TLObject]) -> None:
+    def __init__(_o, title: str, options: list[Any]) -> None:
         _o.title = title
         _o.options = options
 

@@ -72,7 +72,7 @@ class ExportedInvites(TLObject):
     TL_NAME = "chatlists.exportedInvites"
     TL_TYPE = "chatlists.ExportedInvites"
 
-    def __init__(_o, invites: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, invites: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.invites = invites
         _o.chats = chats
         _o.users = users
@@ -100,7 +100,7 @@ class ChatlistInviteAlready(TLObject):
     TL_NAME = "chatlists.chatlistInviteAlready"
     TL_TYPE = "chatlists.ChatlistInvite"
 
-    def __init__(_o, filter_id: int, missing_peers: list[TLObject], already_peers: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, filter_id: int, missing_peers: list[Any], already_peers: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.filter_id = filter_id
         _o.missing_peers = missing_peers
         _o.already_peers = already_peers
@@ -134,7 +134,7 @@ class ChatlistInvite(TLObject):
     TL_NAME = "chatlists.chatlistInvite"
     TL_TYPE = "chatlists.ChatlistInvite"
 
-    def __init__(_o, title: TLObject, peers: list[TLObject], chats: list[TLObject], users: list[TLObject], *, title_noanimate: bool = False, emoticon: str | None = None) -> None:
+    def __init__(_o, title: TLObject, peers: list[Any], chats: list[Any], users: list[Any], *, title_noanimate: bool = False, emoticon: str | None = None) -> None:
         _o.title_noanimate = title_noanimate
         _o.title = title
         _o.emoticon = emoticon
@@ -173,7 +173,7 @@ class ChatlistUpdates(TLObject):
     TL_NAME = "chatlists.chatlistUpdates"
     TL_TYPE = "chatlists.ChatlistUpdates"
 
-    def __init__(_o, missing_peers: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, missing_peers: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.missing_peers = missing_peers
         _o.chats = chats
         _o.users = users

@@ -44,7 +44,7 @@ class PeerLinkRequests(TLObject):
     TL_NAME = "communities.peerLinkRequests"
     TL_TYPE = "communities.PeerLinkRequests"
 
-    def __init__(_o, total_count: int, requests: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, total_count: int, requests: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.total_count = total_count
         _o.requests = requests
         _o.next_offset = next_offset
@@ -81,7 +81,7 @@ class ParticipantJoinedChats(TLObject):
     TL_NAME = "communities.participantJoinedChats"
     TL_TYPE = "communities.ParticipantJoinedChats"
 
-    def __init__(_o, creator_chat_ids: list[int], joined_chat_ids: list[int], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, creator_chat_ids: list[int], joined_chat_ids: list[int], chats: list[Any], users: list[Any]) -> None:
         _o.creator_chat_ids = creator_chat_ids
         _o.joined_chat_ids = joined_chat_ids
         _o.chats = chats

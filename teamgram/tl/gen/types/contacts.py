@@ -71,7 +71,7 @@ class Contacts(TLObject):
     TL_NAME = "contacts.contacts"
     TL_TYPE = "contacts.Contacts"
 
-    def __init__(_o, contacts: list[TLObject], saved_count: int, users: list[TLObject]) -> None:
+    def __init__(_o, contacts: list[Any], saved_count: int, users: list[Any]) -> None:
         _o.contacts = contacts
         _o.saved_count = saved_count
         _o.users = users
@@ -99,7 +99,7 @@ class ImportedContacts(TLObject):
     TL_NAME = "contacts.importedContacts"
     TL_TYPE = "contacts.ImportedContacts"
 
-    def __init__(_o, imported: list[TLObject], popular_invites: list[TLObject], retry_contacts: list[int], users: list[TLObject]) -> None:
+    def __init__(_o, imported: list[Any], popular_invites: list[Any], retry_contacts: list[int], users: list[Any]) -> None:
         _o.imported = imported
         _o.popular_invites = popular_invites
         _o.retry_contacts = retry_contacts
@@ -130,7 +130,7 @@ class Blocked(TLObject):
     TL_NAME = "contacts.blocked"
     TL_TYPE = "contacts.Blocked"
 
-    def __init__(_o, blocked: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, blocked: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.blocked = blocked
         _o.chats = chats
         _o.users = users
@@ -158,7 +158,7 @@ class BlockedSlice(TLObject):
     TL_NAME = "contacts.blockedSlice"
     TL_TYPE = "contacts.Blocked"
 
-    def __init__(_o, count: int, blocked: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, blocked: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.blocked = blocked
         _o.chats = chats
@@ -189,7 +189,7 @@ class Found(TLObject):
     TL_NAME = "contacts.found"
     TL_TYPE = "contacts.Found"
 
-    def __init__(_o, my_results: list[TLObject], results: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, my_results: list[Any], results: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.my_results = my_results
         _o.results = results
         _o.chats = chats
@@ -220,7 +220,7 @@ class ResolvedPeer(TLObject):
     TL_NAME = "contacts.resolvedPeer"
     TL_TYPE = "contacts.ResolvedPeer"
 
-    def __init__(_o, peer: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, peer: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.peer = peer
         _o.chats = chats
         _o.users = users
@@ -268,7 +268,7 @@ class TopPeers(TLObject):
     TL_NAME = "contacts.topPeers"
     TL_TYPE = "contacts.TopPeers"
 
-    def __init__(_o, categories: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, categories: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.categories = categories
         _o.chats = chats
         _o.users = users
@@ -316,7 +316,7 @@ class ContactBirthdays(TLObject):
     TL_NAME = "contacts.contactBirthdays"
     TL_TYPE = "contacts.ContactBirthdays"
 
-    def __init__(_o, contacts: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, contacts: list[Any], users: list[Any]) -> None:
         _o.contacts = contacts
         _o.users = users
 
@@ -361,7 +361,7 @@ class SponsoredPeers(TLObject):
     TL_NAME = "contacts.sponsoredPeers"
     TL_TYPE = "contacts.SponsoredPeers"
 
-    def __init__(_o, peers: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, peers: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.peers = peers
         _o.chats = chats
         _o.users = users

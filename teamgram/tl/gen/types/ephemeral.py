@@ -62,7 +62,7 @@ class WelcomeMessages(TLObject):
     TL_NAME = "ephemeral.welcomeMessages"
     TL_TYPE = "ephemeral.WelcomeMessages"
 
-    def __init__(_o, hash: int, messages: list[TLObject]) -> None:
+    def __init__(_o, hash: int, messages: list[Any]) -> None:
         _o.hash = hash
         _o.messages = messages
 

@@ -59,7 +59,7 @@ class AppUpdate(TLObject):
     TL_NAME = "help.appUpdate"
     TL_TYPE = "help.AppUpdate"
 
-    def __init__(_o, id: int, version: str, text: str, entities: list[TLObject], *, can_not_skip: bool = False, document: TLObject | None = None, url: str | None = None, sticker: TLObject | None = None) -> None:
+    def __init__(_o, id: int, version: str, text: str, entities: list[Any], *, can_not_skip: bool = False, document: TLObject | None = None, url: str | None = None, sticker: TLObject | None = None) -> None:
         _o.can_not_skip = can_not_skip
         _o.id = id
         _o.version = version
@@ -173,7 +173,7 @@ class TermsOfService(TLObject):
     TL_NAME = "help.termsOfService"
     TL_TYPE = "help.TermsOfService"
 
-    def __init__(_o, id: TLObject, text: str, entities: list[TLObject], *, popup: bool = False, min_age_confirm: int | None = None) -> None:
+    def __init__(_o, id: TLObject, text: str, entities: list[Any], *, popup: bool = False, min_age_confirm: int | None = None) -> None:
         _o.popup = popup
         _o.id = id
         _o.text = text
@@ -209,7 +209,7 @@ class RecentMeUrls(TLObject):
     TL_NAME = "help.recentMeUrls"
     TL_TYPE = "help.RecentMeUrls"
 
-    def __init__(_o, urls: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, urls: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.urls = urls
         _o.chats = chats
         _o.users = users
@@ -304,7 +304,7 @@ class DeepLinkInfo(TLObject):
     TL_NAME = "help.deepLinkInfo"
     TL_TYPE = "help.DeepLinkInfo"
 
-    def __init__(_o, message: str, *, update_app: bool = False, entities: list[TLObject] | None = None) -> None:
+    def __init__(_o, message: str, *, update_app: bool = False, entities: list[Any] | None = None) -> None:
         _o.update_app = update_app
         _o.message = message
         _o.entities = entities
@@ -421,7 +421,7 @@ class UserInfo(TLObject):
     TL_NAME = "help.userInfo"
     TL_TYPE = "help.UserInfo"
 
-    def __init__(_o, message: str, entities: list[TLObject], author: str, date: int) -> None:
+    def __init__(_o, message: str, entities: list[Any], author: str, date: int) -> None:
         _o.message = message
         _o.entities = entities
         _o.author = author
@@ -474,7 +474,7 @@ class PromoData(TLObject):
     TL_NAME = "help.promoData"
     TL_TYPE = "help.PromoData"
 
-    def __init__(_o, expires: int, pending_suggestions: list[str], dismissed_suggestions: list[str], chats: list[TLObject], users: list[TLObject], *, proxy: bool = False, peer: TLObject | None = None, psa_type: str | None = None, psa_message: str | None = None, custom_pending_suggestion: TLObject | None = None) -> None:
+    def __init__(_o, expires: int, pending_suggestions: list[str], dismissed_suggestions: list[str], chats: list[Any], users: list[Any], *, proxy: bool = False, peer: TLObject | None = None, psa_type: str | None = None, psa_message: str | None = None, custom_pending_suggestion: TLObject | None = None) -> None:
         _o.proxy = proxy
         _o.expires = expires
         _o.peer = peer
@@ -572,7 +572,7 @@ class Country(TLObject):
     TL_NAME = "help.country"
     TL_TYPE = "help.Country"
 
-    def __init__(_o, iso2: str, default_name: str, country_codes: list[TLObject], *, hidden: bool = False, name: str | None = None) -> None:
+    def __init__(_o, iso2: str, default_name: str, country_codes: list[Any], *, hidden: bool = False, name: str | None = None) -> None:
         _o.hidden = hidden
         _o.iso2 = iso2
         _o.default_name = default_name
@@ -628,7 +628,7 @@ class CountriesList(TLObject):
     TL_NAME = "help.countriesList"
     TL_TYPE = "help.CountriesList"
 
-    def __init__(_o, countries: list[TLObject], hash: int) -> None:
+    def __init__(_o, countries: list[Any], hash: int) -> None:
         _o.countries = countries
         _o.hash = hash
 
@@ -653,7 +653,7 @@ class PremiumPromo(TLObject):
     TL_NAME = "help.premiumPromo"
     TL_TYPE = "help.PremiumPromo"
 
-    def __init__(_o, status_text: str, status_entities: list[TLObject], video_sections: list[str], videos: list[TLObject], period_options: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, status_text: str, status_entities: list[Any], video_sections: list[str], videos: list[Any], period_options: list[Any], users: list[Any]) -> None:
         _o.status_text = status_text
         _o.status_entities = status_entities
         _o.video_sections = video_sections
@@ -850,7 +850,7 @@ class PeerColors(TLObject):
     TL_NAME = "help.peerColors"
     TL_TYPE = "help.PeerColors"
 
-    def __init__(_o, hash: int, colors: list[TLObject]) -> None:
+    def __init__(_o, hash: int, colors: list[Any]) -> None:
         _o.hash = hash
         _o.colors = colors
 
@@ -895,7 +895,7 @@ class TimezonesList(TLObject):
     TL_NAME = "help.timezonesList"
     TL_TYPE = "help.TimezonesList"
 
-    def __init__(_o, timezones: list[TLObject], hash: int) -> None:
+    def __init__(_o, timezones: list[Any], hash: int) -> None:
         _o.timezones = timezones
         _o.hash = hash
 
@@ -920,7 +920,7 @@ class ConfigSimple(TLObject):
     TL_NAME = "help.configSimple"
     TL_TYPE = "help.ConfigSimple"
 
-    def __init__(_o, date: int, expires: int, rules: list[TLObject]) -> None:
+    def __init__(_o, date: int, expires: int, rules: list[Any]) -> None:
         _o.date = date
         _o.expires = expires
         _o.rules = rules

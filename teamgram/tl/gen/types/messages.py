@@ -90,7 +90,7 @@ class Dialogs(TLObject):
     TL_NAME = "messages.dialogs"
     TL_TYPE = "messages.Dialogs"
 
-    def __init__(_o, dialogs: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, dialogs: list[Any], messages: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.dialogs = dialogs
         _o.messages = messages
         _o.chats = chats
@@ -121,7 +121,7 @@ class DialogsSlice(TLObject):
     TL_NAME = "messages.dialogsSlice"
     TL_TYPE = "messages.Dialogs"
 
-    def __init__(_o, count: int, dialogs: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, dialogs: list[Any], messages: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.dialogs = dialogs
         _o.messages = messages
@@ -177,7 +177,7 @@ class Messages(TLObject):
     TL_NAME = "messages.messages"
     TL_TYPE = "messages.Messages"
 
-    def __init__(_o, messages: list[TLObject], topics: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, messages: list[Any], topics: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.messages = messages
         _o.topics = topics
         _o.chats = chats
@@ -208,7 +208,7 @@ class MessagesSlice(TLObject):
     TL_NAME = "messages.messagesSlice"
     TL_TYPE = "messages.Messages"
 
-    def __init__(_o, count: int, messages: list[TLObject], topics: list[TLObject], chats: list[TLObject], users: list[TLObject], *, inexact: bool = False, next_rate: int | None = None, offset_id_offset: int | None = None, search_flood: TLObject | None = None) -> None:
+    def __init__(_o, count: int, messages: list[Any], topics: list[Any], chats: list[Any], users: list[Any], *, inexact: bool = False, next_rate: int | None = None, offset_id_offset: int | None = None, search_flood: TLObject | None = None) -> None:
         _o.inexact = inexact
         _o.count = count
         _o.next_rate = next_rate
@@ -258,7 +258,7 @@ class ChannelMessages(TLObject):
     TL_NAME = "messages.channelMessages"
     TL_TYPE = "messages.Messages"
 
-    def __init__(_o, pts: int, count: int, messages: list[TLObject], topics: list[TLObject], chats: list[TLObject], users: list[TLObject], *, inexact: bool = False, offset_id_offset: int | None = None) -> None:
+    def __init__(_o, pts: int, count: int, messages: list[Any], topics: list[Any], chats: list[Any], users: list[Any], *, inexact: bool = False, offset_id_offset: int | None = None) -> None:
         _o.inexact = inexact
         _o.pts = pts
         _o.count = count
@@ -323,7 +323,7 @@ class Chats(TLObject):
     TL_NAME = "messages.chats"
     TL_TYPE = "messages.Chats"
 
-    def __init__(_o, chats: list[TLObject]) -> None:
+    def __init__(_o, chats: list[Any]) -> None:
         _o.chats = chats
 
     def _write(self, b: bytearray) -> None:
@@ -345,7 +345,7 @@ class ChatsSlice(TLObject):
     TL_NAME = "messages.chatsSlice"
     TL_TYPE = "messages.Chats"
 
-    def __init__(_o, count: int, chats: list[TLObject]) -> None:
+    def __init__(_o, count: int, chats: list[Any]) -> None:
         _o.count = count
         _o.chats = chats
 
@@ -370,7 +370,7 @@ class ChatFull(TLObject):
     TL_NAME = "messages.chatFull"
     TL_TYPE = "messages.ChatFull"
 
-    def __init__(_o, full_chat: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, full_chat: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.full_chat = full_chat
         _o.chats = chats
         _o.users = users
@@ -542,7 +542,7 @@ class Stickers(TLObject):
     TL_NAME = "messages.stickers"
     TL_TYPE = "messages.Stickers"
 
-    def __init__(_o, hash: int, stickers: list[TLObject]) -> None:
+    def __init__(_o, hash: int, stickers: list[Any]) -> None:
         _o.hash = hash
         _o.stickers = stickers
 
@@ -587,7 +587,7 @@ class AllStickers(TLObject):
     TL_NAME = "messages.allStickers"
     TL_TYPE = "messages.AllStickers"
 
-    def __init__(_o, hash: int, sets: list[TLObject]) -> None:
+    def __init__(_o, hash: int, sets: list[Any]) -> None:
         _o.hash = hash
         _o.sets = sets
 
@@ -635,7 +635,7 @@ class StickerSet(TLObject):
     TL_NAME = "messages.stickerSet"
     TL_TYPE = "messages.StickerSet"
 
-    def __init__(_o, set: TLObject, packs: list[TLObject], keywords: list[TLObject], documents: list[TLObject]) -> None:
+    def __init__(_o, set: TLObject, packs: list[Any], keywords: list[Any], documents: list[Any]) -> None:
         _o.set = set
         _o.packs = packs
         _o.keywords = keywords
@@ -706,7 +706,7 @@ class SavedGifs(TLObject):
     TL_NAME = "messages.savedGifs"
     TL_TYPE = "messages.SavedGifs"
 
-    def __init__(_o, hash: int, gifs: list[TLObject]) -> None:
+    def __init__(_o, hash: int, gifs: list[Any]) -> None:
         _o.hash = hash
         _o.gifs = gifs
 
@@ -731,7 +731,7 @@ class BotResults(TLObject):
     TL_NAME = "messages.botResults"
     TL_TYPE = "messages.BotResults"
 
-    def __init__(_o, query_id: int, results: list[TLObject], cache_time: int, users: list[TLObject], *, gallery: bool = False, next_offset: str | None = None, switch_pm: TLObject | None = None, switch_webview: TLObject | None = None) -> None:
+    def __init__(_o, query_id: int, results: list[Any], cache_time: int, users: list[Any], *, gallery: bool = False, next_offset: str | None = None, switch_pm: TLObject | None = None, switch_webview: TLObject | None = None) -> None:
         _o.gallery = gallery
         _o.query_id = query_id
         _o.next_offset = next_offset
@@ -839,7 +839,7 @@ class PeerDialogs(TLObject):
     TL_NAME = "messages.peerDialogs"
     TL_TYPE = "messages.PeerDialogs"
 
-    def __init__(_o, dialogs: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject], state: TLObject) -> None:
+    def __init__(_o, dialogs: list[Any], messages: list[Any], chats: list[Any], users: list[Any], state: TLObject) -> None:
         _o.dialogs = dialogs
         _o.messages = messages
         _o.chats = chats
@@ -895,7 +895,7 @@ class FeaturedStickers(TLObject):
     TL_NAME = "messages.featuredStickers"
     TL_TYPE = "messages.FeaturedStickers"
 
-    def __init__(_o, hash: int, count: int, sets: list[TLObject], unread: list[int], *, premium: bool = False) -> None:
+    def __init__(_o, hash: int, count: int, sets: list[Any], unread: list[int], *, premium: bool = False) -> None:
         _o.premium = premium
         _o.hash = hash
         _o.count = count
@@ -948,7 +948,7 @@ class RecentStickers(TLObject):
     TL_NAME = "messages.recentStickers"
     TL_TYPE = "messages.RecentStickers"
 
-    def __init__(_o, hash: int, packs: list[TLObject], stickers: list[TLObject], dates: list[int]) -> None:
+    def __init__(_o, hash: int, packs: list[Any], stickers: list[Any], dates: list[int]) -> None:
         _o.hash = hash
         _o.packs = packs
         _o.stickers = stickers
@@ -979,7 +979,7 @@ class ArchivedStickers(TLObject):
     TL_NAME = "messages.archivedStickers"
     TL_TYPE = "messages.ArchivedStickers"
 
-    def __init__(_o, count: int, sets: list[TLObject]) -> None:
+    def __init__(_o, count: int, sets: list[Any]) -> None:
         _o.count = count
         _o.sets = sets
 
@@ -1024,7 +1024,7 @@ class StickerSetInstallResultArchive(TLObject):
     TL_NAME = "messages.stickerSetInstallResultArchive"
     TL_TYPE = "messages.StickerSetInstallResult"
 
-    def __init__(_o, sets: list[TLObject]) -> None:
+    def __init__(_o, sets: list[Any]) -> None:
         _o.sets = sets
 
     def _write(self, b: bytearray) -> None:
@@ -1046,7 +1046,7 @@ class HighScores(TLObject):
     TL_NAME = "messages.highScores"
     TL_TYPE = "messages.HighScores"
 
-    def __init__(_o, scores: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, scores: list[Any], users: list[Any]) -> None:
         _o.scores = scores
         _o.users = users
 
@@ -1091,7 +1091,7 @@ class FavedStickers(TLObject):
     TL_NAME = "messages.favedStickers"
     TL_TYPE = "messages.FavedStickers"
 
-    def __init__(_o, hash: int, packs: list[TLObject], stickers: list[TLObject]) -> None:
+    def __init__(_o, hash: int, packs: list[Any], stickers: list[Any]) -> None:
         _o.hash = hash
         _o.packs = packs
         _o.stickers = stickers
@@ -1139,7 +1139,7 @@ class FoundStickerSets(TLObject):
     TL_NAME = "messages.foundStickerSets"
     TL_TYPE = "messages.FoundStickerSets"
 
-    def __init__(_o, hash: int, sets: list[TLObject]) -> None:
+    def __init__(_o, hash: int, sets: list[Any]) -> None:
         _o.hash = hash
         _o.sets = sets
 
@@ -1193,7 +1193,7 @@ class InactiveChats(TLObject):
     TL_NAME = "messages.inactiveChats"
     TL_TYPE = "messages.InactiveChats"
 
-    def __init__(_o, dates: list[int], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, dates: list[int], chats: list[Any], users: list[Any]) -> None:
         _o.dates = dates
         _o.chats = chats
         _o.users = users
@@ -1221,7 +1221,7 @@ class VotesList(TLObject):
     TL_NAME = "messages.votesList"
     TL_TYPE = "messages.VotesList"
 
-    def __init__(_o, count: int, votes: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, votes: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.votes = votes
         _o.chats = chats
@@ -1258,7 +1258,7 @@ class MessageViews(TLObject):
     TL_NAME = "messages.messageViews"
     TL_TYPE = "messages.MessageViews"
 
-    def __init__(_o, views: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, views: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.views = views
         _o.chats = chats
         _o.users = users
@@ -1286,7 +1286,7 @@ class DiscussionMessage(TLObject):
     TL_NAME = "messages.discussionMessage"
     TL_TYPE = "messages.DiscussionMessage"
 
-    def __init__(_o, messages: list[TLObject], unread_count: int, chats: list[TLObject], users: list[TLObject], *, max_id: int | None = None, read_inbox_max_id: int | None = None, read_outbox_max_id: int | None = None) -> None:
+    def __init__(_o, messages: list[Any], unread_count: int, chats: list[Any], users: list[Any], *, max_id: int | None = None, read_inbox_max_id: int | None = None, read_outbox_max_id: int | None = None) -> None:
         _o.messages = messages
         _o.max_id = max_id
         _o.read_inbox_max_id = read_inbox_max_id
@@ -1409,7 +1409,7 @@ class ExportedChatInvites(TLObject):
     TL_NAME = "messages.exportedChatInvites"
     TL_TYPE = "messages.ExportedChatInvites"
 
-    def __init__(_o, count: int, invites: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, invites: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.invites = invites
         _o.users = users
@@ -1437,7 +1437,7 @@ class ExportedChatInvite(TLObject):
     TL_NAME = "messages.exportedChatInvite"
     TL_TYPE = "messages.ExportedChatInvite"
 
-    def __init__(_o, invite: TLObject, users: list[TLObject]) -> None:
+    def __init__(_o, invite: TLObject, users: list[Any]) -> None:
         _o.invite = invite
         _o.users = users
 
@@ -1462,7 +1462,7 @@ class ExportedChatInviteReplaced(TLObject):
     TL_NAME = "messages.exportedChatInviteReplaced"
     TL_TYPE = "messages.ExportedChatInvite"
 
-    def __init__(_o, invite: TLObject, new_invite: TLObject, users: list[TLObject]) -> None:
+    def __init__(_o, invite: TLObject, new_invite: TLObject, users: list[Any]) -> None:
         _o.invite = invite
         _o.new_invite = new_invite
         _o.users = users
@@ -1490,7 +1490,7 @@ class ChatInviteImporters(TLObject):
     TL_NAME = "messages.chatInviteImporters"
     TL_TYPE = "messages.ChatInviteImporters"
 
-    def __init__(_o, count: int, importers: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, importers: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.importers = importers
         _o.users = users
@@ -1518,7 +1518,7 @@ class ChatAdminsWithInvites(TLObject):
     TL_NAME = "messages.chatAdminsWithInvites"
     TL_TYPE = "messages.ChatAdminsWithInvites"
 
-    def __init__(_o, admins: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, admins: list[Any], users: list[Any]) -> None:
         _o.admins = admins
         _o.users = users
 
@@ -1565,7 +1565,7 @@ class SponsoredMessages(TLObject):
     TL_NAME = "messages.sponsoredMessages"
     TL_TYPE = "messages.SponsoredMessages"
 
-    def __init__(_o, messages: list[TLObject], chats: list[TLObject], users: list[TLObject], *, posts_between: int | None = None, start_delay: int | None = None, between_delay: int | None = None) -> None:
+    def __init__(_o, messages: list[Any], chats: list[Any], users: list[Any], *, posts_between: int | None = None, start_delay: int | None = None, between_delay: int | None = None) -> None:
         _o.posts_between = posts_between
         _o.start_delay = start_delay
         _o.between_delay = between_delay
@@ -1627,7 +1627,7 @@ class SearchResultsCalendar(TLObject):
     TL_NAME = "messages.searchResultsCalendar"
     TL_TYPE = "messages.SearchResultsCalendar"
 
-    def __init__(_o, count: int, min_date: int, min_msg_id: int, periods: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject], *, inexact: bool = False, offset_id_offset: int | None = None) -> None:
+    def __init__(_o, count: int, min_date: int, min_msg_id: int, periods: list[Any], messages: list[Any], chats: list[Any], users: list[Any], *, inexact: bool = False, offset_id_offset: int | None = None) -> None:
         _o.inexact = inexact
         _o.count = count
         _o.min_date = min_date
@@ -1671,7 +1671,7 @@ class SearchResultsPositions(TLObject):
     TL_NAME = "messages.searchResultsPositions"
     TL_TYPE = "messages.SearchResultsPositions"
 
-    def __init__(_o, count: int, positions: list[TLObject]) -> None:
+    def __init__(_o, count: int, positions: list[Any]) -> None:
         _o.count = count
         _o.positions = positions
 
@@ -1696,7 +1696,7 @@ class PeerSettings(TLObject):
     TL_NAME = "messages.peerSettings"
     TL_TYPE = "messages.PeerSettings"
 
-    def __init__(_o, settings: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, settings: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.settings = settings
         _o.chats = chats
         _o.users = users
@@ -1724,7 +1724,7 @@ class MessageReactionsList(TLObject):
     TL_NAME = "messages.messageReactionsList"
     TL_TYPE = "messages.MessageReactionsList"
 
-    def __init__(_o, count: int, reactions: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, reactions: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.reactions = reactions
         _o.chats = chats
@@ -1781,7 +1781,7 @@ class AvailableReactions(TLObject):
     TL_NAME = "messages.availableReactions"
     TL_TYPE = "messages.AvailableReactions"
 
-    def __init__(_o, hash: int, reactions: list[TLObject]) -> None:
+    def __init__(_o, hash: int, reactions: list[Any]) -> None:
         _o.hash = hash
         _o.reactions = reactions
 
@@ -1865,7 +1865,7 @@ class Reactions(TLObject):
     TL_NAME = "messages.reactions"
     TL_TYPE = "messages.Reactions"
 
-    def __init__(_o, hash: int, reactions: list[TLObject]) -> None:
+    def __init__(_o, hash: int, reactions: list[Any]) -> None:
         _o.hash = hash
         _o.reactions = reactions
 
@@ -1890,7 +1890,7 @@ class ForumTopics(TLObject):
     TL_NAME = "messages.forumTopics"
     TL_TYPE = "messages.ForumTopics"
 
-    def __init__(_o, count: int, topics: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject], pts: int, *, order_by_create_date: bool = False) -> None:
+    def __init__(_o, count: int, topics: list[Any], messages: list[Any], chats: list[Any], users: list[Any], pts: int, *, order_by_create_date: bool = False) -> None:
         _o.order_by_create_date = order_by_create_date
         _o.count = count
         _o.topics = topics
@@ -1951,7 +1951,7 @@ class EmojiGroups(TLObject):
     TL_NAME = "messages.emojiGroups"
     TL_TYPE = "messages.EmojiGroups"
 
-    def __init__(_o, hash: int, groups: list[TLObject]) -> None:
+    def __init__(_o, hash: int, groups: list[Any]) -> None:
         _o.hash = hash
         _o.groups = groups
 
@@ -1976,7 +1976,7 @@ class TranslateResult(TLObject):
     TL_NAME = "messages.translateResult"
     TL_TYPE = "messages.TranslatedText"
 
-    def __init__(_o, result: list[TLObject]) -> None:
+    def __init__(_o, result: list[Any]) -> None:
         _o.result = result
 
     def _write(self, b: bytearray) -> None:
@@ -2028,7 +2028,7 @@ class WebPage(TLObject):
     TL_NAME = "messages.webPage"
     TL_TYPE = "messages.WebPage"
 
-    def __init__(_o, webpage: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, webpage: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.webpage = webpage
         _o.chats = chats
         _o.users = users
@@ -2056,7 +2056,7 @@ class SavedDialogs(TLObject):
     TL_NAME = "messages.savedDialogs"
     TL_TYPE = "messages.SavedDialogs"
 
-    def __init__(_o, dialogs: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, dialogs: list[Any], messages: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.dialogs = dialogs
         _o.messages = messages
         _o.chats = chats
@@ -2087,7 +2087,7 @@ class SavedDialogsSlice(TLObject):
     TL_NAME = "messages.savedDialogsSlice"
     TL_TYPE = "messages.SavedDialogs"
 
-    def __init__(_o, count: int, dialogs: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, dialogs: list[Any], messages: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.dialogs = dialogs
         _o.messages = messages
@@ -2163,7 +2163,7 @@ class SavedReactionTags(TLObject):
     TL_NAME = "messages.savedReactionTags"
     TL_TYPE = "messages.SavedReactionTags"
 
-    def __init__(_o, tags: list[TLObject], hash: int) -> None:
+    def __init__(_o, tags: list[Any], hash: int) -> None:
         _o.tags = tags
         _o.hash = hash
 
@@ -2188,7 +2188,7 @@ class QuickReplies(TLObject):
     TL_NAME = "messages.quickReplies"
     TL_TYPE = "messages.QuickReplies"
 
-    def __init__(_o, quick_replies: list[TLObject], messages: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, quick_replies: list[Any], messages: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.quick_replies = quick_replies
         _o.messages = messages
         _o.chats = chats
@@ -2239,7 +2239,7 @@ class DialogFilters(TLObject):
     TL_NAME = "messages.dialogFilters"
     TL_TYPE = "messages.DialogFilters"
 
-    def __init__(_o, filters: list[TLObject], *, tags_enabled: bool = False) -> None:
+    def __init__(_o, filters: list[Any], *, tags_enabled: bool = False) -> None:
         _o.tags_enabled = tags_enabled
         _o.filters = filters
 
@@ -2265,7 +2265,7 @@ class MyStickers(TLObject):
     TL_NAME = "messages.myStickers"
     TL_TYPE = "messages.MyStickers"
 
-    def __init__(_o, count: int, sets: list[TLObject]) -> None:
+    def __init__(_o, count: int, sets: list[Any]) -> None:
         _o.count = count
         _o.sets = sets
 
@@ -2290,7 +2290,7 @@ class InvitedUsers(TLObject):
     TL_NAME = "messages.invitedUsers"
     TL_TYPE = "messages.InvitedUsers"
 
-    def __init__(_o, updates: TLObject, missing_invitees: list[TLObject]) -> None:
+    def __init__(_o, updates: TLObject, missing_invitees: list[Any]) -> None:
         _o.updates = updates
         _o.missing_invitees = missing_invitees
 
@@ -2335,7 +2335,7 @@ class AvailableEffects(TLObject):
     TL_NAME = "messages.availableEffects"
     TL_TYPE = "messages.AvailableEffects"
 
-    def __init__(_o, hash: int, effects: list[TLObject], documents: list[TLObject]) -> None:
+    def __init__(_o, hash: int, effects: list[Any], documents: list[Any]) -> None:
         _o.hash = hash
         _o.effects = effects
         _o.documents = documents
@@ -2388,7 +2388,7 @@ class PreparedInlineMessage(TLObject):
     TL_NAME = "messages.preparedInlineMessage"
     TL_TYPE = "messages.PreparedInlineMessage"
 
-    def __init__(_o, query_id: int, result: TLObject, peer_types: list[TLObject], cache_time: int, users: list[TLObject]) -> None:
+    def __init__(_o, query_id: int, result: TLObject, peer_types: list[Any], cache_time: int, users: list[Any]) -> None:
         _o.query_id = query_id
         _o.result = result
         _o.peer_types = peer_types
@@ -2447,7 +2447,7 @@ class FoundStickers(TLObject):
     TL_NAME = "messages.foundStickers"
     TL_TYPE = "messages.FoundStickers"
 
-    def __init__(_o, hash: int, stickers: list[TLObject], *, next_offset: int | None = None) -> None:
+    def __init__(_o, hash: int, stickers: list[Any], *, next_offset: int | None = None) -> None:
         _o.next_offset = next_offset
         _o.hash = hash
         _o.stickers = stickers
@@ -2478,7 +2478,7 @@ class WebPagePreview(TLObject):
     TL_NAME = "messages.webPagePreview"
     TL_TYPE = "messages.WebPagePreview"
 
-    def __init__(_o, media: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, media: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.media = media
         _o.chats = chats
         _o.users = users
@@ -2637,7 +2637,7 @@ class ChatInviteJoinResultWebView(TLObject):
     TL_NAME = "messages.chatInviteJoinResultWebView"
     TL_TYPE = "messages.ChatInviteJoinResult"
 
-    def __init__(_o, bot_id: int, query_id: int, users: list[TLObject]) -> None:
+    def __init__(_o, bot_id: int, query_id: int, users: list[Any]) -> None:
         _o.bot_id = bot_id
         _o.query_id = query_id
         _o.users = users
@@ -2663,7 +2663,7 @@ class TranslatedRichMessage(TLObject):
     TL_NAME = "messages.translatedRichMessage"
     TL_TYPE = "messages.TranslatedRichMessage"
 
-    def __init__(_o, result: list[TLObject]) -> None:
+    def __init__(_o, result: list[Any]) -> None:
         _o.result = result
 
     def _write(self, b: bytearray) -> None:

@@ -76,7 +76,7 @@ class PaymentForm(TLObject):
     TL_NAME = "payments.paymentForm"
     TL_TYPE = "payments.PaymentForm"
 
-    def __init__(_o, form_id: int, bot_id: int, title: str, description: str, invoice: TLObject, provider_id: int, url: str, users: list[TLObject], *, can_save_credentials: bool = False, password_missing: bool = False, photo: TLObject | None = None, native_provider: str | None = None, native_params: TLObject | None = None, additional_methods: list[TLObject] | None = None, saved_info: TLObject | None = None, saved_credentials: list[TLObject] | None = None) -> None:
+    def __init__(_o, form_id: int, bot_id: int, title: str, description: str, invoice: TLObject, provider_id: int, url: str, users: list[Any], *, can_save_credentials: bool = False, password_missing: bool = False, photo: TLObject | None = None, native_provider: str | None = None, native_params: TLObject | None = None, additional_methods: list[Any] | None = None, saved_info: TLObject | None = None, saved_credentials: list[Any] | None = None) -> None:
         _o.can_save_credentials = can_save_credentials
         _o.password_missing = password_missing
         _o.form_id = form_id
@@ -149,7 +149,7 @@ class PaymentFormStars(TLObject):
     TL_NAME = "payments.paymentFormStars"
     TL_TYPE = "payments.PaymentForm"
 
-    def __init__(_o, form_id: int, bot_id: int, title: str, description: str, invoice: TLObject, users: list[TLObject], *, photo: TLObject | None = None) -> None:
+    def __init__(_o, form_id: int, bot_id: int, title: str, description: str, invoice: TLObject, users: list[Any], *, photo: TLObject | None = None) -> None:
         _o.form_id = form_id
         _o.bot_id = bot_id
         _o.title = title
@@ -215,7 +215,7 @@ class ValidatedRequestedInfo(TLObject):
     TL_NAME = "payments.validatedRequestedInfo"
     TL_TYPE = "payments.ValidatedRequestedInfo"
 
-    def __init__(_o, *, id: str | None = None, shipping_options: list[TLObject] | None = None) -> None:
+    def __init__(_o, *, id: str | None = None, shipping_options: list[Any] | None = None) -> None:
         _o.id = id
         _o.shipping_options = shipping_options
 
@@ -288,7 +288,7 @@ class PaymentReceipt(TLObject):
     TL_NAME = "payments.paymentReceipt"
     TL_TYPE = "payments.PaymentReceipt"
 
-    def __init__(_o, date: int, bot_id: int, provider_id: int, title: str, description: str, invoice: TLObject, currency: str, total_amount: int, credentials_title: str, users: list[TLObject], *, photo: TLObject | None = None, info: TLObject | None = None, shipping: TLObject | None = None, tip_amount: int | None = None) -> None:
+    def __init__(_o, date: int, bot_id: int, provider_id: int, title: str, description: str, invoice: TLObject, currency: str, total_amount: int, credentials_title: str, users: list[Any], *, photo: TLObject | None = None, info: TLObject | None = None, shipping: TLObject | None = None, tip_amount: int | None = None) -> None:
         _o.date = date
         _o.bot_id = bot_id
         _o.provider_id = provider_id
@@ -351,7 +351,7 @@ class PaymentReceiptStars(TLObject):
     TL_NAME = "payments.paymentReceiptStars"
     TL_TYPE = "payments.PaymentReceipt"
 
-    def __init__(_o, date: int, bot_id: int, title: str, description: str, invoice: TLObject, currency: str, total_amount: int, transaction_id: str, users: list[TLObject], *, photo: TLObject | None = None) -> None:
+    def __init__(_o, date: int, bot_id: int, title: str, description: str, invoice: TLObject, currency: str, total_amount: int, transaction_id: str, users: list[Any], *, photo: TLObject | None = None) -> None:
         _o.date = date
         _o.bot_id = bot_id
         _o.title = title
@@ -428,7 +428,7 @@ class BankCardData(TLObject):
     TL_NAME = "payments.bankCardData"
     TL_TYPE = "payments.BankCardData"
 
-    def __init__(_o, title: str, open_urls: list[TLObject]) -> None:
+    def __init__(_o, title: str, open_urls: list[Any]) -> None:
         _o.title = title
         _o.open_urls = open_urls
 
@@ -475,7 +475,7 @@ class CheckedGiftCode(TLObject):
     TL_NAME = "payments.checkedGiftCode"
     TL_TYPE = "payments.CheckedGiftCode"
 
-    def __init__(_o, date: int, days: int, chats: list[TLObject], users: list[TLObject], *, via_giveaway: bool = False, from_id: TLObject | None = None, giveaway_msg_id: int | None = None, to_id: int | None = None, used_date: int | None = None) -> None:
+    def __init__(_o, date: int, days: int, chats: list[Any], users: list[Any], *, via_giveaway: bool = False, from_id: TLObject | None = None, giveaway_msg_id: int | None = None, to_id: int | None = None, used_date: int | None = None) -> None:
         _o.via_giveaway = via_giveaway
         _o.from_id = from_id
         _o.giveaway_msg_id = giveaway_msg_id
@@ -608,7 +608,7 @@ class StarsStatus(TLObject):
     TL_NAME = "payments.starsStatus"
     TL_TYPE = "payments.StarsStatus"
 
-    def __init__(_o, balance: TLObject, chats: list[TLObject], users: list[TLObject], *, subscriptions: list[TLObject] | None = None, subscriptions_next_offset: str | None = None, subscriptions_missing_balance: int | None = None, history: list[TLObject] | None = None, next_offset: str | None = None) -> None:
+    def __init__(_o, balance: TLObject, chats: list[Any], users: list[Any], *, subscriptions: list[Any] | None = None, subscriptions_next_offset: str | None = None, subscriptions_missing_balance: int | None = None, history: list[Any] | None = None, next_offset: str | None = None) -> None:
         _o.balance = balance
         _o.subscriptions = subscriptions
         _o.subscriptions_next_offset = subscriptions_next_offset
@@ -756,7 +756,7 @@ class StarGifts(TLObject):
     TL_NAME = "payments.starGifts"
     TL_TYPE = "payments.StarGifts"
 
-    def __init__(_o, hash: int, gifts: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, hash: int, gifts: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.hash = hash
         _o.gifts = gifts
         _o.chats = chats
@@ -787,7 +787,7 @@ class ConnectedStarRefBots(TLObject):
     TL_NAME = "payments.connectedStarRefBots"
     TL_TYPE = "payments.ConnectedStarRefBots"
 
-    def __init__(_o, count: int, connected_bots: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, connected_bots: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.connected_bots = connected_bots
         _o.users = users
@@ -815,7 +815,7 @@ class SuggestedStarRefBots(TLObject):
     TL_NAME = "payments.suggestedStarRefBots"
     TL_TYPE = "payments.SuggestedStarRefBots"
 
-    def __init__(_o, count: int, suggested_bots: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, suggested_bots: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.suggested_bots = suggested_bots
         _o.users = users
@@ -849,7 +849,7 @@ class StarGiftUpgradePreview(TLObject):
     TL_NAME = "payments.starGiftUpgradePreview"
     TL_TYPE = "payments.StarGiftUpgradePreview"
 
-    def __init__(_o, sample_attributes: list[TLObject], prices: list[TLObject], next_prices: list[TLObject]) -> None:
+    def __init__(_o, sample_attributes: list[Any], prices: list[Any], next_prices: list[Any]) -> None:
         _o.sample_attributes = sample_attributes
         _o.prices = prices
         _o.next_prices = next_prices
@@ -877,7 +877,7 @@ class UniqueStarGift(TLObject):
     TL_NAME = "payments.uniqueStarGift"
     TL_TYPE = "payments.UniqueStarGift"
 
-    def __init__(_o, gift: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, gift: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.gift = gift
         _o.chats = chats
         _o.users = users
@@ -905,7 +905,7 @@ class SavedStarGifts(TLObject):
     TL_NAME = "payments.savedStarGifts"
     TL_TYPE = "payments.SavedStarGifts"
 
-    def __init__(_o, count: int, gifts: list[TLObject], chats: list[TLObject], users: list[TLObject], *, chat_notifications_enabled: bool | None = None, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, gifts: list[Any], chats: list[Any], users: list[Any], *, chat_notifications_enabled: bool | None = None, next_offset: str | None = None) -> None:
         _o.count = count
         _o.chat_notifications_enabled = chat_notifications_enabled
         _o.gifts = gifts
@@ -968,7 +968,7 @@ class ResaleStarGifts(TLObject):
     TL_NAME = "payments.resaleStarGifts"
     TL_TYPE = "payments.ResaleStarGifts"
 
-    def __init__(_o, count: int, gifts: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None, attributes: list[TLObject] | None = None, attributes_hash: int | None = None, counters: list[TLObject] | None = None) -> None:
+    def __init__(_o, count: int, gifts: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None, attributes: list[Any] | None = None, attributes_hash: int | None = None, counters: list[Any] | None = None) -> None:
         _o.count = count
         _o.gifts = gifts
         _o.next_offset = next_offset
@@ -1039,7 +1039,7 @@ class StarGiftCollections(TLObject):
     TL_NAME = "payments.starGiftCollections"
     TL_TYPE = "payments.StarGiftCollections"
 
-    def __init__(_o, collections: list[TLObject]) -> None:
+    def __init__(_o, collections: list[Any]) -> None:
         _o.collections = collections
 
     def _write(self, b: bytearray) -> None:
@@ -1169,7 +1169,7 @@ class StarGiftAuctionState(TLObject):
     TL_NAME = "payments.starGiftAuctionState"
     TL_TYPE = "payments.StarGiftAuctionState"
 
-    def __init__(_o, gift: TLObject, state: TLObject, user_state: TLObject, timeout: int, users: list[TLObject], chats: list[TLObject]) -> None:
+    def __init__(_o, gift: TLObject, state: TLObject, user_state: TLObject, timeout: int, users: list[Any], chats: list[Any]) -> None:
         _o.gift = gift
         _o.state = state
         _o.user_state = user_state
@@ -1206,7 +1206,7 @@ class StarGiftAuctionAcquiredGifts(TLObject):
     TL_NAME = "payments.starGiftAuctionAcquiredGifts"
     TL_TYPE = "payments.StarGiftAuctionAcquiredGifts"
 
-    def __init__(_o, gifts: list[TLObject], users: list[TLObject], chats: list[TLObject]) -> None:
+    def __init__(_o, gifts: list[Any], users: list[Any], chats: list[Any]) -> None:
         _o.gifts = gifts
         _o.users = users
         _o.chats = chats
@@ -1254,7 +1254,7 @@ class StarGiftActiveAuctions(TLObject):
     TL_NAME = "payments.starGiftActiveAuctions"
     TL_TYPE = "payments.StarGiftActiveAuctions"
 
-    def __init__(_o, auctions: list[TLObject], users: list[TLObject], chats: list[TLObject]) -> None:
+    def __init__(_o, auctions: list[Any], users: list[Any], chats: list[Any]) -> None:
         _o.auctions = auctions
         _o.users = users
         _o.chats = chats
@@ -1282,7 +1282,7 @@ class StarGiftUpgradeAttributes(TLObject):
     TL_NAME = "payments.starGiftUpgradeAttributes"
     TL_TYPE = "payments.StarGiftUpgradeAttributes"
 
-    def __init__(_o, attributes: list[TLObject]) -> None:
+    def __init__(_o, attributes: list[Any]) -> None:
         _o.attributes = attributes
 
     def _write(self, b: bytearray) -> None:

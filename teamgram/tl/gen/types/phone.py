@@ -49,7 +49,7 @@ class PhoneCall(TLObject):
     TL_NAME = "phone.phoneCall"
     TL_TYPE = "phone.PhoneCall"
 
-    def __init__(_o, phone_call: TLObject, users: list[TLObject]) -> None:
+    def __init__(_o, phone_call: TLObject, users: list[Any]) -> None:
         _o.phone_call = phone_call
         _o.users = users
 
@@ -74,7 +74,7 @@ class GroupCall(TLObject):
     TL_NAME = "phone.groupCall"
     TL_TYPE = "phone.GroupCall"
 
-    def __init__(_o, call: TLObject, participants: list[TLObject], participants_next_offset: str, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, call: TLObject, participants: list[Any], participants_next_offset: str, chats: list[Any], users: list[Any]) -> None:
         _o.call = call
         _o.participants = participants
         _o.participants_next_offset = participants_next_offset
@@ -108,7 +108,7 @@ class GroupParticipants(TLObject):
     TL_NAME = "phone.groupParticipants"
     TL_TYPE = "phone.GroupParticipants"
 
-    def __init__(_o, count: int, participants: list[TLObject], next_offset: str, chats: list[TLObject], users: list[TLObject], version: int) -> None:
+    def __init__(_o, count: int, participants: list[Any], next_offset: str, chats: list[Any], users: list[Any], version: int) -> None:
         _o.count = count
         _o.participants = participants
         _o.next_offset = next_offset
@@ -145,7 +145,7 @@ class JoinAsPeers(TLObject):
     TL_NAME = "phone.joinAsPeers"
     TL_TYPE = "phone.JoinAsPeers"
 
-    def __init__(_o, peers: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, peers: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.peers = peers
         _o.chats = chats
         _o.users = users
@@ -195,7 +195,7 @@ class GroupCallStreamChannels(TLObject):
     TL_NAME = "phone.groupCallStreamChannels"
     TL_TYPE = "phone.GroupCallStreamChannels"
 
-    def __init__(_o, channels: list[TLObject]) -> None:
+    def __init__(_o, channels: list[Any]) -> None:
         _o.channels = channels
 
     def _write(self, b: bytearray) -> None:
@@ -242,7 +242,7 @@ class GroupCallStars(TLObject):
     TL_NAME = "phone.groupCallStars"
     TL_TYPE = "phone.GroupCallStars"
 
-    def __init__(_o, total_stars: int, top_donors: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, total_stars: int, top_donors: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.total_stars = total_stars
         _o.top_donors = top_donors
         _o.chats = chats

@@ -43,7 +43,7 @@ class Photos(TLObject):
     TL_NAME = "photos.photos"
     TL_TYPE = "photos.Photos"
 
-    def __init__(_o, photos: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, photos: list[Any], users: list[Any]) -> None:
         _o.photos = photos
         _o.users = users
 
@@ -68,7 +68,7 @@ class PhotosSlice(TLObject):
     TL_NAME = "photos.photosSlice"
     TL_TYPE = "photos.Photos"
 
-    def __init__(_o, count: int, photos: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, count: int, photos: list[Any], users: list[Any]) -> None:
         _o.count = count
         _o.photos = photos
         _o.users = users
@@ -96,7 +96,7 @@ class Photo(TLObject):
     TL_NAME = "photos.photo"
     TL_TYPE = "photos.Photo"
 
-    def __init__(_o, photo: TLObject, users: list[TLObject]) -> None:
+    def __init__(_o, photo: TLObject, users: list[Any]) -> None:
         _o.photo = photo
         _o.users = users
 

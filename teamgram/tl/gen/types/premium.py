@@ -48,7 +48,7 @@ class BoostsList(TLObject):
     TL_NAME = "premium.boostsList"
     TL_TYPE = "premium.BoostsList"
 
-    def __init__(_o, count: int, boosts: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, boosts: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.boosts = boosts
         _o.next_offset = next_offset
@@ -82,7 +82,7 @@ class MyBoosts(TLObject):
     TL_NAME = "premium.myBoosts"
     TL_TYPE = "premium.MyBoosts"
 
-    def __init__(_o, my_boosts: list[TLObject], chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, my_boosts: list[Any], chats: list[Any], users: list[Any]) -> None:
         _o.my_boosts = my_boosts
         _o.chats = chats
         _o.users = users
@@ -110,7 +110,7 @@ class BoostsStatus(TLObject):
     TL_NAME = "premium.boostsStatus"
     TL_TYPE = "premium.BoostsStatus"
 
-    def __init__(_o, level: int, current_level_boosts: int, boosts: int, boost_url: str, *, my_boost: bool = False, gift_boosts: int | None = None, next_level_boosts: int | None = None, premium_audience: TLObject | None = None, prepaid_giveaways: list[TLObject] | None = None, my_boost_slots: list[int] | None = None) -> None:
+    def __init__(_o, level: int, current_level_boosts: int, boosts: int, boost_url: str, *, my_boost: bool = False, gift_boosts: int | None = None, next_level_boosts: int | None = None, premium_audience: TLObject | None = None, prepaid_giveaways: list[Any] | None = None, my_boost_slots: list[int] | None = None) -> None:
         _o.my_boost = my_boost
         _o.level = level
         _o.current_level_boosts = current_level_boosts

@@ -52,7 +52,7 @@ class BroadcastStats(TLObject):
     TL_NAME = "stats.broadcastStats"
     TL_TYPE = "stats.BroadcastStats"
 
-    def __init__(_o, period: TLObject, followers: TLObject, views_per_post: TLObject, shares_per_post: TLObject, reactions_per_post: TLObject, views_per_story: TLObject, shares_per_story: TLObject, reactions_per_story: TLObject, enabled_notifications: TLObject, growth_graph: TLObject, followers_graph: TLObject, mute_graph: TLObject, top_hours_graph: TLObject, interactions_graph: TLObject, iv_interactions_graph: TLObject, views_by_source_graph: TLObject, new_followers_by_source_graph: TLObject, languages_graph: TLObject, reactions_by_emotion_graph: TLObject, story_interactions_graph: TLObject, story_reactions_by_emotion_graph: TLObject, recent_posts_interactions: list[TLObject]) -> None:
+    def __init__(_o, period: TLObject, followers: TLObject, views_per_post: TLObject, shares_per_post: TLObject, reactions_per_post: TLObject, views_per_story: TLObject, shares_per_story: TLObject, reactions_per_story: TLObject, enabled_notifications: TLObject, growth_graph: TLObject, followers_graph: TLObject, mute_graph: TLObject, top_hours_graph: TLObject, interactions_graph: TLObject, iv_interactions_graph: TLObject, views_by_source_graph: TLObject, new_followers_by_source_graph: TLObject, languages_graph: TLObject, reactions_by_emotion_graph: TLObject, story_interactions_graph: TLObject, story_reactions_by_emotion_graph: TLObject, recent_posts_interactions: list[Any]) -> None:
         _o.period = period
         _o.followers = followers
         _o.views_per_post = views_per_post
@@ -137,7 +137,7 @@ class MegagroupStats(TLObject):
     TL_NAME = "stats.megagroupStats"
     TL_TYPE = "stats.MegagroupStats"
 
-    def __init__(_o, period: TLObject, members: TLObject, messages: TLObject, viewers: TLObject, posters: TLObject, growth_graph: TLObject, members_graph: TLObject, new_members_by_source_graph: TLObject, languages_graph: TLObject, messages_graph: TLObject, actions_graph: TLObject, top_hours_graph: TLObject, weekdays_graph: TLObject, top_posters: list[TLObject], top_admins: list[TLObject], top_inviters: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, period: TLObject, members: TLObject, messages: TLObject, viewers: TLObject, posters: TLObject, growth_graph: TLObject, members_graph: TLObject, new_members_by_source_graph: TLObject, languages_graph: TLObject, messages_graph: TLObject, actions_graph: TLObject, top_hours_graph: TLObject, weekdays_graph: TLObject, top_posters: list[Any], top_admins: list[Any], top_inviters: list[Any], users: list[Any]) -> None:
         _o.period = period
         _o.members = members
         _o.messages = messages
@@ -257,7 +257,7 @@ class PublicForwards(TLObject):
     TL_NAME = "stats.publicForwards"
     TL_TYPE = "stats.PublicForwards"
 
-    def __init__(_o, count: int, forwards: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, forwards: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.forwards = forwards
         _o.next_offset = next_offset

@@ -79,7 +79,7 @@ class AllStories(TLObject):
     TL_NAME = "stories.allStories"
     TL_TYPE = "stories.AllStories"
 
-    def __init__(_o, count: int, state: str, peer_stories: list[TLObject], chats: list[TLObject], users: list[TLObject], stealth_mode: TLObject, *, has_more: bool = False) -> None:
+    def __init__(_o, count: int, state: str, peer_stories: list[Any], chats: list[Any], users: list[Any], stealth_mode: TLObject, *, has_more: bool = False) -> None:
         _o.has_more = has_more
         _o.count = count
         _o.state = state
@@ -120,7 +120,7 @@ class Stories(TLObject):
     TL_NAME = "stories.stories"
     TL_TYPE = "stories.Stories"
 
-    def __init__(_o, count: int, stories: list[TLObject], chats: list[TLObject], users: list[TLObject], *, pinned_to_top: list[int] | None = None) -> None:
+    def __init__(_o, count: int, stories: list[Any], chats: list[Any], users: list[Any], *, pinned_to_top: list[int] | None = None) -> None:
         _o.count = count
         _o.stories = stories
         _o.pinned_to_top = pinned_to_top
@@ -157,7 +157,7 @@ class StoryViewsList(TLObject):
     TL_NAME = "stories.storyViewsList"
     TL_TYPE = "stories.StoryViewsList"
 
-    def __init__(_o, count: int, views_count: int, forwards_count: int, reactions_count: int, views: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, views_count: int, forwards_count: int, reactions_count: int, views: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.views_count = views_count
         _o.forwards_count = forwards_count
@@ -197,7 +197,7 @@ class StoryViews(TLObject):
     TL_NAME = "stories.storyViews"
     TL_TYPE = "stories.StoryViews"
 
-    def __init__(_o, views: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, views: list[Any], users: list[Any]) -> None:
         _o.views = views
         _o.users = users
 
@@ -222,7 +222,7 @@ class PeerStories(TLObject):
     TL_NAME = "stories.peerStories"
     TL_TYPE = "stories.PeerStories"
 
-    def __init__(_o, stories: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, stories: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.stories = stories
         _o.chats = chats
         _o.users = users
@@ -250,7 +250,7 @@ class StoryReactionsList(TLObject):
     TL_NAME = "stories.storyReactionsList"
     TL_TYPE = "stories.StoryReactionsList"
 
-    def __init__(_o, count: int, reactions: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, reactions: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.reactions = reactions
         _o.chats = chats
@@ -287,7 +287,7 @@ class FoundStories(TLObject):
     TL_NAME = "stories.foundStories"
     TL_TYPE = "stories.FoundStories"
 
-    def __init__(_o, count: int, stories: list[TLObject], chats: list[TLObject], users: list[TLObject], *, next_offset: str | None = None) -> None:
+    def __init__(_o, count: int, stories: list[Any], chats: list[Any], users: list[Any], *, next_offset: str | None = None) -> None:
         _o.count = count
         _o.stories = stories
         _o.next_offset = next_offset
@@ -366,7 +366,7 @@ class Albums(TLObject):
     TL_NAME = "stories.albums"
     TL_TYPE = "stories.Albums"
 
-    def __init__(_o, hash: int, albums: list[TLObject]) -> None:
+    def __init__(_o, hash: int, albums: list[Any]) -> None:
         _o.hash = hash
         _o.albums = albums
 

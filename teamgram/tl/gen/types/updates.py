@@ -99,7 +99,7 @@ class Difference(TLObject):
     TL_NAME = "updates.difference"
     TL_TYPE = "updates.Difference"
 
-    def __init__(_o, new_messages: list[TLObject], new_encrypted_messages: list[TLObject], other_updates: list[TLObject], chats: list[TLObject], users: list[TLObject], state: TLObject) -> None:
+    def __init__(_o, new_messages: list[Any], new_encrypted_messages: list[Any], other_updates: list[Any], chats: list[Any], users: list[Any], state: TLObject) -> None:
         _o.new_messages = new_messages
         _o.new_encrypted_messages = new_encrypted_messages
         _o.other_updates = other_updates
@@ -136,7 +136,7 @@ class DifferenceSlice(TLObject):
     TL_NAME = "updates.differenceSlice"
     TL_TYPE = "updates.Difference"
 
-    def __init__(_o, new_messages: list[TLObject], new_encrypted_messages: list[TLObject], other_updates: list[TLObject], chats: list[TLObject], users: list[TLObject], intermediate_state: TLObject) -> None:
+    def __init__(_o, new_messages: list[Any], new_encrypted_messages: list[Any], other_updates: list[Any], chats: list[Any], users: list[Any], intermediate_state: TLObject) -> None:
         _o.new_messages = new_messages
         _o.new_encrypted_messages = new_encrypted_messages
         _o.other_updates = other_updates
@@ -225,7 +225,7 @@ class ChannelDifferenceTooLong(TLObject):
     TL_NAME = "updates.channelDifferenceTooLong"
     TL_TYPE = "updates.ChannelDifference"
 
-    def __init__(_o, dialog: TLObject, messages: list[TLObject], chats: list[TLObject], users: list[TLObject], *, final: bool = False, timeout: int | None = None) -> None:
+    def __init__(_o, dialog: TLObject, messages: list[Any], chats: list[Any], users: list[Any], *, final: bool = False, timeout: int | None = None) -> None:
         _o.final = final
         _o.timeout = timeout
         _o.dialog = dialog
@@ -264,7 +264,7 @@ class ChannelDifference(TLObject):
     TL_NAME = "updates.channelDifference"
     TL_TYPE = "updates.ChannelDifference"
 
-    def __init__(_o, pts: int, new_messages: list[TLObject], other_updates: list[TLObject], chats: list[TLObject], users: list[TLObject], *, final: bool = False, timeout: int | None = None) -> None:
+    def __init__(_o, pts: int, new_messages: list[Any], other_updates: list[Any], chats: list[Any], users: list[Any], *, final: bool = False, timeout: int | None = None) -> None:
         _o.final = final
         _o.pts = pts
         _o.timeout = timeout

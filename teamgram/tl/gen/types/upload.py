@@ -71,7 +71,7 @@ class FileCdnRedirect(TLObject):
     TL_NAME = "upload.fileCdnRedirect"
     TL_TYPE = "upload.File"
 
-    def __init__(_o, dc_id: int, file_token: bytes, encryption_key: bytes, encryption_iv: bytes, file_hashes: list[TLObject]) -> None:
+    def __init__(_o, dc_id: int, file_token: bytes, encryption_key: bytes, encryption_iv: bytes, file_hashes: list[Any]) -> None:
         _o.dc_id = dc_id
         _o.file_token = file_token
         _o.encryption_key = encryption_key

@@ -45,7 +45,7 @@ class UserFull(TLObject):
     TL_NAME = "users.userFull"
     TL_TYPE = "users.UserFull"
 
-    def __init__(_o, full_user: TLObject, chats: list[TLObject], users: list[TLObject]) -> None:
+    def __init__(_o, full_user: TLObject, chats: list[Any], users: list[Any]) -> None:
         _o.full_user = full_user
         _o.chats = chats
         _o.users = users
@@ -73,7 +73,7 @@ class Users(TLObject):
     TL_NAME = "users.users"
     TL_TYPE = "users.Users"
 
-    def __init__(_o, users: list[TLObject]) -> None:
+    def __init__(_o, users: list[Any]) -> None:
         _o.users = users
 
     def _write(self, b: bytearray) -> None:
@@ -95,7 +95,7 @@ class UsersSlice(TLObject):
     TL_NAME = "users.usersSlice"
     TL_TYPE = "users.Users"
 
-    def __init__(_o, count: int, users: list[TLObject]) -> None:
+    def __init__(_o, count: int, users: list[Any]) -> None:
         _o.count = count
         _o.users = users
 
@@ -142,7 +142,7 @@ class SavedMusic(TLObject):
     TL_NAME = "users.savedMusic"
     TL_TYPE = "users.SavedMusic"
 
-    def __init__(_o, count: int, documents: list[TLObject]) -> None:
+    def __init__(_o, count: int, documents: list[Any]) -> None:
         _o.count = count
         _o.documents = documents
 
