@@ -13,6 +13,7 @@ from contextlib import suppress
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from teamgram.bff import auth as bff_auth
 from teamgram.bff import help as bff_help
 from teamgram.bff.rpc import Dispatcher
 from teamgram.config import ServerConfig
@@ -25,7 +26,7 @@ from teamgram.service.authsession.service import AuthSessionService
 
 log = logging.getLogger("teamgram")
 
-ROUTERS = (bff_help.router,)
+ROUTERS = (bff_auth.router, bff_help.router)
 
 
 class Server:

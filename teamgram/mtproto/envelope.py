@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from hashlib import sha256
 
 from teamgram.mtproto.crypto.aes import decrypt_ige, encrypt_ige
-from teamgram.mtproto.crypto.kdf import X_CLIENT, X_SERVER, aes_key_iv_v2, ct_eq
+from teamgram.mtproto.crypto.kdf import (
+    X_CLIENT,
+    X_SERVER,
+    aes_key_iv_v1,
+    aes_key_iv_v2,
+    ct_eq,
+    msg_key_v1,
+)
 
 _HEADER = struct.Struct("<qqqii")  # salt, session_id, msg_id, seqno, length
 _MIN_PACKET = 8 + 16 + 32 + 16  # key id, msg_key, header, at least 12 bytes of padding
@@ -105,3 +112,25 @@ def decrypt_server_message(auth_key: bytes, packet: bytes) -> Decrypted | None:
     if length < 0 or length > len(plain) - 32:
         return None
     return Decrypted(salt, session_id, msg_id, seqno, plain[32 : 32 + length], 0)
+
+
+def decrypt_binding_message(perm_key: bytes, data: bytes) -> tuple[int, int, bytes] | None:
+    """Decrypt auth.bindTempAuthKey's encrypted_message with the permanent key.
+
+    Clients use MTProto 1.0 (SHA-1 msg_key over the unpadded plaintext; mtcute) or
+    2.0; both are accepted. Returns (msg_id, seqno, body) or None.
+    """
+    if len(data) < 24 + 48 or (len(data) - 24) % 16:
+        return None
+    msg_key = data[8:24]
+    # MTProto 1.0
+    key, iv = aes_key_iv_v1(perm_key, msg_key, X_CLIENT)
+    plain = decrypt_ige(data[24:], key, iv)
+    _, _, msg_id, seqno, length = _HEADER.unpack_from(plain)
+    if 0 <= length <= len(plain) - 32 and ct_eq(msg_key_v1(plain[: 32 + length]), msg_key):
+        return msg_id, seqno, plain[32 : 32 + length]
+    # MTProto 2.0
+    dec = decrypt_client_message(perm_key, data)
+    if dec is not None:
+        return dec.msg_id, dec.seqno, dec.body
+    return None

@@ -197,6 +197,12 @@ class _Handshake:
         self.candidate: NewAuthKey | None = None
         self.pending_request = b""  # set_client_DH_params awaiting confirm()
 
+    def finish(self) -> None:
+        """dh_gen_ok/fail sent: keep only the cached answers, drop the secrets early."""
+        self.stage = _Stage.DONE
+        self.a = 0
+        self.tmp_key = self.tmp_iv = self.new_nonce = b""
+
 
 def _signed64(x: int) -> int:
     return x - _U64 if x >= 1 << 63 else x
@@ -273,7 +279,7 @@ class HandshakeServer:
         answer: types.DhGenOk | types.DhGenRetry
         if not taken:
             answer = types.DhGenOk(hs.nonce, hs.server_nonce, new_nonce_hash(hs.new_nonce, key, 1))
-            hs.stage = _Stage.DONE
+            hs.finish()
         else:
             if hs.retries >= MAX_DH_RETRIES:
                 self._hs = None
@@ -411,7 +417,7 @@ class HandshakeServer:
             )
             raw = fail.to_bytes()
             hs.answers[data] = raw
-            hs.stage = _Stage.DONE
+            hs.finish()
             return HandshakeStep(reply=self._pack(raw, now))
 
         auth_key = powmod(g_b, hs.a, DH_PRIME).to_bytes(256, "big")

@@ -9,12 +9,17 @@ host can run handshake steps in a thread.
 from __future__ import annotations
 
 try:
+    import threading
+
     import gmpy2
 
-    _ctx = gmpy2.get_context()
-    _ctx.allow_release_gil = True
+    # gmpy2 contexts are per thread: set the GIL-releasing one in each calling thread.
+    _local = threading.local()
 
     def powmod(base: int, exp: int, mod: int) -> int:
+        if not getattr(_local, "ready", False):
+            gmpy2.set_context(gmpy2.context(allow_release_gil=True))
+            _local.ready = True
         return int(gmpy2.powmod(gmpy2.mpz(base), gmpy2.mpz(exp), gmpy2.mpz(mod)))
 
     HAVE_GMP = True
