@@ -33,6 +33,7 @@ from teamgram.mtproto.session import (
 from teamgram.service.authsession.service import AuthKeyInfo, AuthSessionService, ClientInfo
 from teamgram.tl import TLFunction, types
 from teamgram.tl import functions as fn
+from teamgram.tl.layers import codec_for
 
 if TYPE_CHECKING:
     from teamgram.server import Server
@@ -158,6 +159,7 @@ class SessionHost:
                 current_salt=salts.current,
                 future_salts=salts.future,
                 limits=self.limits,
+                decoder=codec_for(key.layer).decode,
             )
             hosted = HostedSession(key=key, mt=mt)
             self.sessions[sk] = hosted
@@ -206,9 +208,8 @@ class SessionHost:
                     await asyncio.shield(waiter)
             result = await self._invoke(hosted, call.msg_id, call.query)
             query = _innermost(call.query)
-            b = bytearray()
-            type(query).write_result(b, result)
-            hosted.mt.add_result(call.msg_id, bytes(b), time.time())
+            data = codec_for(hosted.key.layer).encode_result(type(query), result)
+            hosted.mt.add_result(call.msg_id, data, time.time())
         except RpcError as exc:
             hosted.mt.add_error(call.msg_id, exc.code, exc.message, time.time())
         except asyncio.CancelledError:
