@@ -251,17 +251,34 @@ class Reader:
         self.pos = p + n
         return p
 
+    # The fixed-size readers inline _need: they run for nearly every field.
     def int(self) -> _int:
-        return unpack_i(self.data, self._need(4))[0]
+        p = self.pos
+        if p + 4 > self.end:
+            self._need(4)  # raises
+        self.pos = p + 4
+        return unpack_i(self.data, p)[0]
 
     def uint(self) -> _int:
-        return unpack_I(self.data, self._need(4))[0]
+        p = self.pos
+        if p + 4 > self.end:
+            self._need(4)
+        self.pos = p + 4
+        return unpack_I(self.data, p)[0]
 
     def long(self) -> _int:
-        return unpack_q(self.data, self._need(8))[0]
+        p = self.pos
+        if p + 8 > self.end:
+            self._need(8)
+        self.pos = p + 8
+        return unpack_q(self.data, p)[0]
 
     def double(self) -> float:
-        return unpack_d(self.data, self._need(8))[0]
+        p = self.pos
+        if p + 8 > self.end:
+            self._need(8)
+        self.pos = p + 8
+        return unpack_d(self.data, p)[0]
 
     def raw(self, n: _int) -> _bytes:
         p = self._need(n)
@@ -288,7 +305,15 @@ class Reader:
         return bytes(data[start : start + n])
 
     def string(self) -> str:
-        return self.bytes().decode("utf-8", errors="replace")
+        data = self.data
+        p = self.pos
+        if p < self.end:
+            n = data[p]
+            total = (n + 4) & ~3
+            if n < 254 and p + total <= self.end:  # the common short form, inlined
+                self.pos = p + total
+                return str(data[p + 1 : p + 1 + n], "utf-8", "replace")
+        return str(self.bytes(), "utf-8", "replace")
 
     def bool(self) -> bool:
         cid = unpack_I(self.data, self._need(4))[0]
@@ -376,6 +401,17 @@ class Reader:
                         f" is not of the expected type at offset {p}"
                     )
                 raise UnknownConstructorError(cid, p)
+            reader = READERS.get(cid)
+            if reader is not None:  # object() inlined: one call less per nested object
+                depth = self.depth + 1
+                if depth > MAX_DEPTH:
+                    raise TLDecodeError("objects nested too deeply")
+                self.depth = depth
+                self.pos = p + 4
+                try:
+                    return reader(self)
+                finally:
+                    self.depth = depth - 1
         return self.object()
 
 

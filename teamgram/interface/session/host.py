@@ -159,7 +159,8 @@ class SessionHost:
                 current_salt=salts.current,
                 future_salts=salts.future,
                 limits=self.limits,
-                decoder=codec_for(key.layer).decode,
+                # Looked up per message: the first request declares the layer.
+                decoder=lambda data, key=key: codec_for(key.layer).decode(data),
             )
             hosted = HostedSession(key=key, mt=mt)
             self.sessions[sk] = hosted
