@@ -14,6 +14,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -159,8 +160,7 @@ class SessionHost:
                 current_salt=salts.current,
                 future_salts=salts.future,
                 limits=self.limits,
-                # Looked up per message: the first request declares the layer.
-                decoder=lambda data, key=key: codec_for(key.layer).decode(data),
+                decoder=_layer_decoder(key),
             )
             hosted = HostedSession(key=key, mt=mt)
             self.sessions[sk] = hosted
@@ -311,6 +311,15 @@ class SessionHost:
             return
         hosted.mt.add_update(update_body, time.time())
         self._schedule_flush(hosted)
+
+
+def _layer_decoder(key: AuthKeyInfo) -> Callable[[bytes], Any]:
+    """Looked up per message: the client's first request declares its layer."""
+
+    def decode(data: bytes) -> Any:
+        return codec_for(key.layer).decode(data)
+
+    return decode
 
 
 def _innermost(query: TLFunction) -> TLFunction:
