@@ -44,6 +44,9 @@ class Route:
     allow_anonymous: bool
     # May be called with a temporary key that is not yet bound (PFS).
     allow_unbound_temp: bool
+    # "implemented" (real behaviour) or "empty" (a well-formed empty answer where
+    # this server has no such data), for the method table in docs/methods.md.
+    status: str = "implemented"
 
 
 class Router:
@@ -55,10 +58,11 @@ class Router:
         *functions: type[TLFunction],
         anonymous: bool = False,
         unbound_temp: bool = False,
+        status: str = "implemented",
     ) -> Callable[[Handler], Handler]:
         def deco(handler: Handler) -> Handler:
             for f in functions:
-                self.routes[f] = Route(handler, anonymous, unbound_temp)
+                self.routes[f] = Route(handler, anonymous, unbound_temp, status)
             return handler
 
         return deco
