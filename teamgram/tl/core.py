@@ -470,8 +470,11 @@ def gzip_packed(data: bytes) -> bytes:
 
 
 def decode(data: bytes) -> Any:
-    """Read one boxed object that must fill ``data`` exactly (trailing bytes allowed
-    only as 4-byte-aligned padding is not: callers pass exact bodies)."""
+    """Read one boxed object from the start of ``data``.
+
+    Bytes after the object are ignored: MTProto bodies may carry transport padding;
+    callers that need an exact fit use :func:`decode_prefix` and compare offsets.
+    """
     r = Reader(data)
     return _guarded(r, r.object)
 
