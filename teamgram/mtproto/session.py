@@ -224,18 +224,33 @@ class MTProtoSession:
     _unacked: OrderedDict[int, OutMessage] = field(default_factory=OrderedDict)
     # req_msg_id -> serialized rpc_result, for duplicates of answered queries
     _answers: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    # req_msg_id -> the message that carried its answer (for rpc_drop_answer)
+    _answer_msgs: OrderedDict[int, OutMessage] = field(default_factory=OrderedDict)
 
     # ------------------------------------------------------------------ inbound
     def receive(self, salt: int, msg_id: int, seqno: int, body: bytes, now: float) -> list[Event]:
         """Handle one decrypted message (possibly a container)."""
         self.last_seen = now
         events: list[Event] = []
+        code = self._check_msg_id(msg_id, now)
+        if code:
+            self._bad_msg(msg_id, seqno, code, now)
+            return events
+        is_container = len(body) >= 4 and struct.unpack_from("<I", body)[0] == MSG_CONTAINER_ID
         if not self.created:
+            # Only a message that passed the clock check opens the session, and a
+            # container's first message is its lowest inner one.
             self.created = True
-            self._min_seen = msg_id
+            first = msg_id
+            if is_container:
+                try:
+                    first = min((i for i, _, _ in parse_container(body)), default=msg_id)
+                except ValueError:
+                    pass
+            self._min_seen = first
             self._send(
                 types.NewSessionCreated(
-                    first_msg_id=msg_id,
+                    first_msg_id=first,
                     unique_id=self.session_id ^ self.auth_key_id,
                     server_salt=self.current_salt(now),
                 ).to_bytes(),
@@ -243,11 +258,6 @@ class MTProtoSession:
                 answer=False,
                 now=now,
             )
-        code = self._check_msg_id(msg_id, now)
-        if code:
-            self._bad_msg(msg_id, seqno, code, now)
-            return events
-        is_container = len(body) >= 4 and struct.unpack_from("<I", body)[0] == MSG_CONTAINER_ID
         content = not is_container and not self._is_ack(body)
         if content and not seqno & 1:
             self._bad_msg(msg_id, seqno, SEQNO_EXPECTED_ODD, now)
@@ -334,7 +344,7 @@ class MTProtoSession:
             ):
                 return SEQNO_TOO_LOW
             self._max_in_msg_id, self._max_in_seqno = msg_id, seqno
-        elif seqno > self._max_in_seqno:
+        elif seqno > self._max_in_seqno or (content and seqno == self._max_in_seqno):
             return SEQNO_TOO_HIGH
         return 0
 
@@ -353,7 +363,7 @@ class MTProtoSession:
         if seen is not None:
             # A duplicate: re-send a cached answer; otherwise it is still running.
             cached = self._answers.get(msg_id)
-            if cached is not None:
+            if cached:  # b"" marks an answer dropped by rpc_drop_answer
                 self._send(cached, content=True, answer=True, now=now)
             return
         if msg_id < self._min_seen and seqno & 1:
@@ -487,7 +497,17 @@ class MTProtoSession:
             seen.state = 2  # its answer, when it comes, is dropped
             self._answers[req_msg_id] = b""
         else:
-            ans = types.RpcAnswerDropped(msg_id=seen.answer_msg_id, seq_no=0, bytes=0)
+            out = self._answer_msgs.pop(req_msg_id, None)
+            if out is None:
+                ans = types.RpcAnswerUnknown()
+            else:
+                # Cancel it: not sent if still queued, not re-sent after a reconnect.
+                self._queue = [m for m in self._queue if m is not out]
+                self._unacked.pop(out.msg_id, None)
+                self._answers[req_msg_id] = b""
+                ans = types.RpcAnswerDropped(
+                    msg_id=out.msg_id, seq_no=out.seqno, bytes=len(out.body)
+                )
         self._send(
             rpc_result(msg_id, ans.to_bytes(), self.limits.gzip_threshold),
             content=True,
@@ -506,13 +526,15 @@ class MTProtoSession:
         if self._answers.get(req_msg_id) == b"":
             return  # dropped by rpc_drop_answer
         body = rpc_result(req_msg_id, result, self.limits.gzip_threshold)
-        self._remember_answer(req_msg_id, body)
-        self._send(body, content=True, answer=True, now=now)
+        self._remember_answer(
+            req_msg_id, body, self._send(body, content=True, answer=True, now=now)
+        )
 
     def add_error(self, req_msg_id: int, code: int, message: str, now: float) -> None:
         body = rpc_result(req_msg_id, rpc_error(code, message), self.limits.gzip_threshold)
-        self._remember_answer(req_msg_id, body)
-        self._send(body, content=True, answer=True, now=now)
+        self._remember_answer(
+            req_msg_id, body, self._send(body, content=True, answer=True, now=now)
+        )
 
     def add_bare(self, body: bytes, now: float) -> None:
         """Queue a service answer sent outside rpc_result (destroy_session_ok...)."""
@@ -522,21 +544,24 @@ class MTProtoSession:
         """Queue a pushed update (``Updates`` constructor bytes)."""
         self._send(body, content=True, answer=False, now=now)
 
-    def _remember_answer(self, req_msg_id: int, body: bytes) -> None:
+    def _remember_answer(self, req_msg_id: int, body: bytes, out: OutMessage) -> None:
         seen = self._seen.get(req_msg_id)
         if seen is not None:
             seen.state = 2
         self._answers[req_msg_id] = body
+        self._answer_msgs[req_msg_id] = out
         while len(self._answers) > _MAX_CACHED_ANSWERS:
             self._answers.popitem(last=False)
+        while len(self._answer_msgs) > _MAX_CACHED_ANSWERS:
+            self._answer_msgs.popitem(last=False)
 
-    def _send(self, body: bytes, content: bool, answer: bool, now: float) -> None:
+    def _send(self, body: bytes, content: bool, answer: bool, now: float) -> OutMessage:
         seqno = self.out_seq * 2 + (1 if content else 0)
         if content:
             self.out_seq += 1
-        self._queue.append(
-            OutMessage(self.clock.next(now, answer), seqno, body, content, sent_at=now)
-        )
+        out = OutMessage(self.clock.next(now, answer), seqno, body, content, sent_at=now)
+        self._queue.append(out)
+        return out
 
     def has_output(self) -> bool:
         return bool(self._queue or self._pending_acks)
