@@ -18,7 +18,8 @@ def dc_options(ctx: RequestContext) -> list[types.DcOption]:
     """Every DC points at this server, so a client that migrates lands here."""
     cfg = ctx.server.config
     host = cfg.advertised_host
-    ports = cfg.gnetway.tcp_ports or [10443]
+    # The ports actually bound (a configured 0 means "any free port").
+    ports = ctx.server.gateway.tcp_ports or cfg.gnetway.tcp_ports or [10443]
     ipv6 = ":" in host
     return [
         types.DcOption(id=dc, ip_address=host, port=port, ipv6=ipv6)

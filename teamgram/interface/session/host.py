@@ -142,6 +142,9 @@ class SessionHost:
         if key is None:
             conn.send_transport_error(-404)
             return
+        extra = (len(packet) - 24) % 16
+        if extra:  # padded intermediate: 0..15 bytes of transport padding
+            packet = packet[:-extra]
         dec = decrypt_client_message(key.auth_key, packet)
         if dec is None:
             conn.send_transport_error(-404)
@@ -252,6 +255,11 @@ class SessionHost:
                 raise RpcError(400, "INPUT_METHOD_INVALID")
         if isinstance(query, fn.DestroyAuthKey):
             return await self._destroy_auth_key(hosted)
+        if isinstance(query, fn.Ping | fn.PingDelayDisconnect):
+            # A ping inside invokeWithoutUpdates/invokeWithLayer comes as an RPC.
+            if isinstance(query, fn.PingDelayDisconnect) and conn is not None:
+                conn.close_after(query.disconnect_delay)
+            return types.Pong(msg_id=msg_id, ping_id=query.ping_id)
         route = self.dispatcher.routes.get(type(query))
         if route is None:
             # Telegram answers 401 to every non-auth method before sign-in.
