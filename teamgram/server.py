@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.bff import auth as bff_auth
 from teamgram.bff import help as bff_help
+from teamgram.bff import langpack as bff_langpack
+from teamgram.bff import stickers as bff_stickers
 from teamgram.bff.rpc import Dispatcher
 from teamgram.config import ServerConfig
 from teamgram.infra.database import open_database
@@ -26,7 +28,7 @@ from teamgram.service.authsession.service import AuthSessionService
 
 log = logging.getLogger("teamgram")
 
-ROUTERS = (bff_auth.router, bff_help.router)
+ROUTERS = (bff_auth.router, bff_help.router, bff_langpack.router, bff_stickers.router)
 
 
 class Server:

@@ -566,6 +566,10 @@ class MTProtoSession:
     def has_output(self) -> bool:
         return bool(self._queue or self._pending_acks)
 
+    def has_messages(self) -> bool:
+        """Real messages are queued (not just acks): what a long poll waits for."""
+        return bool(self._queue)
+
     def flush(self, now: float) -> list[OutMessage]:
         """Messages to encrypt and send now: one container where several are queued.
 

@@ -57,6 +57,10 @@ class GatewayConnection:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def writable(self) -> bool:
+        return not self._closed
+
     # ------------------------------------------------------------------ inbound
     def data_received(self, data: bytes) -> None:
         if self._closed:

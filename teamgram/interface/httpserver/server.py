@@ -28,11 +28,13 @@ class _HttpProtocol(asyncio.Protocol):
     def __init__(self, http: HttpServer) -> None:
         self.http = http
         self.conn: HttpConnection | None = None
+        self.transport: asyncio.Transport | None = None
         self.parser = RequestParser(http.gateway.config.max_packet)
         self._reading = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if peer else ""
         if not self.http.gateway.admit(ip):
@@ -60,6 +62,16 @@ class _HttpProtocol(asyncio.Protocol):
         if self.parser.expect_continue:
             self.parser.expect_continue = False
             conn.send_continue()
+
+    # A client that does not read its answers stops being read (pipelined POSTs
+    # would otherwise pile responses up in the write buffer).
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         if self.conn is not None:

@@ -64,6 +64,11 @@ class Connection(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    @property
+    def writable(self) -> bool:
+        """Whether output may leave now (HTTP: a request is waiting); else it stays queued."""
+        ...
+
     def send_packets(self, packets: list[bytes]) -> None: ...
 
     def send_quick_ack(self, token: int) -> None: ...
@@ -168,9 +173,12 @@ class SessionHost:
             hosted = HostedSession(key=key, mt=mt)
             self.sessions[sk] = hosted
         if hosted.conn is not conn:
-            had_conn = hosted.conn is not None or hosted.mt.created
+            prev = hosted.conn
             hosted.conn = conn
-            if had_conn:
+            # The client came back on a new connection: what the old one may have
+            # lost is sent again. Not when the old one is still open (browsers
+            # spread one session over several HTTP connections).
+            if (prev is None and hosted.mt.created) or (prev is not None and prev.closed):
                 hosted.mt.resend_unacked(now)
         events = hosted.mt.receive(dec.salt, dec.msg_id, dec.seqno, dec.body, now)
         for ev in events:
@@ -300,7 +308,7 @@ class SessionHost:
     def _flush(self, hosted: HostedSession) -> None:
         hosted.flush_scheduled = False
         conn = hosted.conn
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or not conn.writable:
             return  # kept (content-related ones) until the client comes back
         now = time.time()
         key = hosted.key
@@ -312,6 +320,10 @@ class SessionHost:
         ]
         if packets:
             conn.send_packets(packets)
+
+    def flush(self, hosted: HostedSession) -> None:
+        """Flush now: a transport that holds output back calls this once it can carry it."""
+        self._flush(hosted)
 
     def push(self, hosted: HostedSession, update_body: bytes) -> None:
         """Queue an update for one session (sync service calls this)."""
