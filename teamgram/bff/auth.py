@@ -22,7 +22,7 @@ async def bind_temp_auth_key(ctx: RequestContext, req: fn.auth.BindTempAuthKey) 
     temp = ctx.auth_key
     if not temp.is_temp:
         raise RpcError(400, "TEMP_AUTH_KEY_EMPTY")
-    if temp.perm_auth_key_id:
+    if temp.perm_auth_key_id and temp.perm_auth_key_id != req.perm_auth_key_id:
         raise RpcError(400, "TEMP_AUTH_KEY_ALREADY_BOUND")
     auth = ctx.server.authsession
     perm = await auth.get_key(req.perm_auth_key_id)

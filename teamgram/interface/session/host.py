@@ -269,13 +269,14 @@ class SessionHost:
                 conn.close_after(query.disconnect_delay)
             return types.Pong(msg_id=msg_id, ping_id=query.ping_id)
         route = self.dispatcher.routes.get(type(query))
+        if key.is_temp and not key.perm_auth_key_id and not (route and route.allow_unbound_temp):
+            # PFS: an unbound temporary key may only call what Telegram allows.
+            raise RpcError(401, "AUTH_KEY_PERM_EMPTY")
         if route is None:
             # Telegram answers 401 to every non-auth method before sign-in.
             if hosted.user_id is None:
                 raise RpcError(401, "AUTH_KEY_UNREGISTERED")
             route = self.dispatcher.route(query)
-        if key.is_temp and not key.perm_auth_key_id and not route.allow_unbound_temp:
-            raise RpcError(401, "AUTH_KEY_PERM_EMPTY")
         ctx = RequestContext(
             server=self.server,
             auth_key=key,

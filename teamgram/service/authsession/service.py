@@ -132,7 +132,22 @@ class AuthSessionService:
             )
 
     async def bind_temp_key(self, temp_id: int, perm_id: int, expires_at: int) -> None:
-        await self._update(temp_id, perm_auth_key_id=perm_id, expires_at=expires_at)
+        """Bind; a permanent key has one temporary key at a time (the new one wins)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                auth_keys.update()
+                .where(auth_keys.c.perm_auth_key_id == perm_id)
+                .where(auth_keys.c.auth_key_id != temp_id)
+                .values(perm_auth_key_id=None)
+            )
+            await conn.execute(
+                auth_keys.update()
+                .where(auth_keys.c.auth_key_id == temp_id)
+                .values(perm_auth_key_id=perm_id, expires_at=expires_at)
+            )
+        for other in self._cache.values():
+            if other.perm_auth_key_id == perm_id and other.auth_key_id != temp_id:
+                other.perm_auth_key_id = None
         info = self._cache.get(temp_id)
         if info is not None:
             info.perm_auth_key_id = perm_id
