@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import WSMsgType, web
 
@@ -25,9 +25,9 @@ class _TcpProtocol(asyncio.Protocol):
         self.conn: GatewayConnection | None = None
         self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        transport = self.transport = cast(asyncio.Transport, base)
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if peer else ""
         if not self.gateway.admit(ip):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from teamgram.config import HttpServerConfig
 from teamgram.interface.httpserver.connection import HttpConnection, HttpError, RequestParser
@@ -32,9 +32,9 @@ class _HttpProtocol(asyncio.Protocol):
         self.parser = RequestParser(http.gateway.config.max_packet)
         self._reading = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        transport = self.transport = cast(asyncio.Transport, base)
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if peer else ""
         if not self.http.gateway.admit(ip):
