@@ -59,7 +59,7 @@ _NOT_CONTENT = frozenset(
     }
 )
 _MAX_CONTAINER_ITEMS = 1024
-_MAX_SEEN = 2048  # remembered received msg_ids per session
+_MAX_SEEN = 1024  # remembered received msg_ids per session (older: msg_id too low)
 _MAX_CACHED_ANSWERS = 512
 _CONTAINER_LIMIT = 1 << 20  # don't pack answers into a container beyond ~1 MiB
 
@@ -115,11 +115,14 @@ class OutMessage:
     sent_at: float = 0.0
 
 
-@dataclass(slots=True)
-class _Received:
-    seqno: int
-    state: int  # 1 processing, 2 answered, 3 service handled
-    answer_msg_id: int = 0
+# Received-message record, packed in one small int (a busy session keeps up to
+# _MAX_SEEN of them): the low 2 bits are the state, bit 2 "content-related".
+_PROCESSING, _ANSWERED, _SERVICE = 1, 2, 3
+_CONTENT = 4
+
+
+def _rec(seqno: int, state: int) -> int:
+    return state | (_CONTENT if seqno & 1 else 0)
 
 
 class MsgIdClock:
@@ -214,11 +217,12 @@ class MTProtoSession:
     last_seen: float = 0.0
     no_updates: bool = False
     # msg_id -> received-state, bounded, in arrival order
-    _seen: OrderedDict[int, _Received] = field(default_factory=OrderedDict)
+    _seen: dict[int, int] = field(default_factory=dict)
     _min_seen: int = 0  # msg_ids below this are "too old to tell"
     _max_in_msg_id: int = 0
     _max_in_seqno: int = -1
-    _pending_acks: list[int] = field(default_factory=list)
+    # content-related msg_ids to acknowledge; an answer acknowledges its request
+    _pending_acks: dict[int, None] = field(default_factory=dict)
     _queue: list[OutMessage] = field(default_factory=list)  # ready to send
     # sent, content-related, not yet acknowledged by the client
     _unacked: OrderedDict[int, OutMessage] = field(default_factory=OrderedDict)
@@ -296,7 +300,7 @@ class MTProtoSession:
             if any(inner_id >= msg_id for inner_id, _, _ in items):
                 self._bad_msg(msg_id, seqno, BAD_CONTAINER, now)
                 return events
-            self._seen[msg_id] = _Received(seqno, 3)
+            self._seen[msg_id] = _rec(seqno, _SERVICE)
             for inner_id, inner_seq, inner_body in items:
                 if len(inner_body) >= 4 and struct.unpack_from("<I", inner_body)[0] in (
                     MSG_CONTAINER_ID,
@@ -372,11 +376,11 @@ class MTProtoSession:
             return
         content = bool(seqno & 1)
         if content:
-            self._pending_acks.append(msg_id)
+            self._pending_acks[msg_id] = None
         try:
             obj = self.decoder(body)
         except UnknownConstructorError as exc:
-            self._seen[msg_id] = _Received(seqno, 2)
+            self._seen[msg_id] = _rec(seqno, _ANSWERED)
             if exc.offset == 0:
                 err = f"INPUT_METHOD_INVALID_{exc.constructor_id}"
             else:
@@ -385,11 +389,11 @@ class MTProtoSession:
             events.append(DecodeFailure(msg_id, err))
             return
         except TLDecodeError:
-            self._seen[msg_id] = _Received(seqno, 2)
+            self._seen[msg_id] = _rec(seqno, _ANSWERED)
             self.add_error(msg_id, 400, "INPUT_FETCH_ERROR", now)
             events.append(DecodeFailure(msg_id, "INPUT_FETCH_ERROR"))
             return
-        self._seen[msg_id] = _Received(seqno, 3)
+        self._seen[msg_id] = _rec(seqno, _SERVICE)
         self._service_or_call(msg_id, obj, now, events)
 
     def _service_or_call(self, msg_id: int, obj: Any, now: float, events: list[Event]) -> None:
@@ -399,6 +403,7 @@ class MTProtoSession:
                 self._unacked.pop(mid, None)
             return
         if t is fn.Ping or t is fn.PingDelayDisconnect:
+            self._pending_acks.pop(msg_id, None)  # the pong acknowledges the ping
             self._send(
                 types.Pong(msg_id=msg_id, ping_id=obj.ping_id).to_bytes(),
                 content=True,
@@ -451,9 +456,7 @@ class MTProtoSession:
             self._drop_answer(msg_id, obj.req_msg_id, now)
             return
         if isinstance(obj, TLFunction):
-            seen = self._seen.get(msg_id)
-            if seen is not None:
-                seen.state = 1
+            self._set_state(msg_id, _PROCESSING)
             after: tuple[int, ...] = ()
             if isinstance(obj, fn.InvokeAfterMsg):
                 after, obj = (obj.msg_id,), obj.query
@@ -470,14 +473,14 @@ class MTProtoSession:
     def _states(self, msg_ids: list[int], now: float) -> bytes:
         out = bytearray()
         for mid in msg_ids:
-            seen = self._seen.get(mid)
-            if seen is not None:
+            rec = self._seen.get(mid)
+            if rec is not None:
                 v = 4
-                if seen.state == 1:
+                if rec & 3 == _PROCESSING:
                     v |= 32
-                elif seen.state == 2:
+                elif rec & 3 == _ANSWERED:
                     v |= 32 | 64
-                if not seen.seqno & 1:
+                if not rec & _CONTENT:
                     v |= 16
                 out.append(v)
             elif mid < self._min_seen:
@@ -489,12 +492,12 @@ class MTProtoSession:
         return bytes(out)
 
     def _drop_answer(self, msg_id: int, req_msg_id: int, now: float) -> None:
-        seen = self._seen.get(req_msg_id)
-        if seen is None:
+        rec = self._seen.get(req_msg_id)
+        if rec is None:
             ans: Any = types.RpcAnswerUnknown()
-        elif seen.state == 1:
+        elif rec & 3 == _PROCESSING:
             ans = types.RpcAnswerDroppedRunning()
-            seen.state = 2  # its answer, when it comes, is dropped
+            self._set_state(req_msg_id, _ANSWERED)  # its answer, when it comes, is dropped
             self._answers[req_msg_id] = b""
         else:
             out = self._answer_msgs.pop(req_msg_id, None)
@@ -515,10 +518,18 @@ class MTProtoSession:
             now=now,
         )
 
+    def _set_state(self, msg_id: int, state: int) -> None:
+        rec = self._seen.get(msg_id)
+        if rec is not None:
+            self._seen[msg_id] = (rec & _CONTENT) | state
+
     def _trim_seen(self) -> None:
-        while len(self._seen) > _MAX_SEEN:
-            mid, _ = self._seen.popitem(last=False)
-            self._min_seen = max(self._min_seen, mid)
+        seen = self._seen
+        while len(seen) > _MAX_SEEN:
+            mid = next(iter(seen))
+            del seen[mid]
+            if mid > self._min_seen:
+                self._min_seen = mid
 
     # ----------------------------------------------------------------- outbound
     def add_result(self, req_msg_id: int, result: bytes, now: float) -> None:
@@ -545,9 +556,9 @@ class MTProtoSession:
         self._send(body, content=True, answer=False, now=now)
 
     def _remember_answer(self, req_msg_id: int, body: bytes, out: OutMessage) -> None:
-        seen = self._seen.get(req_msg_id)
-        if seen is not None:
-            seen.state = 2
+        self._set_state(req_msg_id, _ANSWERED)
+        # The answer acknowledges the request: no separate msgs_ack for it.
+        self._pending_acks.pop(req_msg_id, None)
         self._answers[req_msg_id] = body
         self._answer_msgs[req_msg_id] = out
         while len(self._answers) > _MAX_CACHED_ANSWERS:
@@ -577,8 +588,10 @@ class MTProtoSession:
         them, so a reconnecting client can get them again (:meth:`resend_unacked`).
         """
         if self._pending_acks:
-            acks = types.MsgsAck(msg_ids=self._pending_acks[:8192]).to_bytes()
-            del self._pending_acks[:8192]
+            ids = list(self._pending_acks)[:8192]
+            for mid in ids:
+                del self._pending_acks[mid]
+            acks = types.MsgsAck(msg_ids=ids).to_bytes()
             self._queue.append(
                 OutMessage(self.clock.next(now, False), self.out_seq * 2, acks, False, now)
             )

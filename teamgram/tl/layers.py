@@ -55,6 +55,9 @@ _CODECS: dict[int, LayerCodec] = {LAYER: CANONICAL}
 
 
 def register_codec(codec: LayerCodec) -> None:
+    # Forget resolved fallbacks: the new codec may be nearer for some layers.
+    for layer in [n for n, c in _CODECS.items() if c.layer != n]:
+        del _CODECS[layer]
     _CODECS[codec.layer] = codec
 
 
@@ -64,7 +67,8 @@ def codec_for(layer: int) -> LayerCodec:
     Until adapters for older layers exist, every client gets the canonical codec,
     the nearest newer one, which is what Telegram does for layers it has dropped.
     """
-    if layer in _CODECS:
-        return _CODECS[layer]
-    newer = [n for n in _CODECS if n >= layer]
-    return _CODECS[min(newer)] if newer else CANONICAL
+    codec = _CODECS.get(layer)
+    if codec is None:  # resolved once per layer (this runs for every message)
+        newer = [n for n in _CODECS if n >= layer]
+        codec = _CODECS[layer] = _CODECS[min(newer)] if newer else CANONICAL
+    return codec

@@ -481,7 +481,8 @@ def test_container_contents_processed_in_order(h: Harness) -> None:
     assert events == [RpcCall(items[0].msg_id, fn.help.GetConfig())]
     outs = h.flush()
     assert of_type(outs, types.Pong) == [types.Pong(msg_id=items[2].msg_id, ping_id=7)]
-    assert sorted(acked(outs)) == [items[0].msg_id, items[2].msg_id]  # not the ack
+    # The pending query is acknowledged; the ping by its pong; the ack by nothing.
+    assert sorted(acked(outs)) == [items[0].msg_id]
 
 
 def test_container_holding_a_duplicate_id(h: Harness) -> None:
@@ -597,15 +598,24 @@ def test_resend_unacked_skips_messages_older_than_window(h: Harness) -> None:
 
 
 def test_acks_piggybacked_in_flush(h: Harness) -> None:
-    qid, _ = h.send(fn.help.GetConfig())
-    h.mt.add_result(qid, BOOL_TRUE_BYTES, NOW)
+    qid, _ = h.send(fn.help.GetConfig())  # still running: needs an ack
+    info, _ = h.send(types.MsgsAllInfo(msg_ids=[], info=""))  # content, never answered
+    h.mt.add_update(update(1), NOW)  # something to ride along with
     packets = h.mt.flush(NOW)
     assert len(packets) == 1 and is_container(packets[0].body)
     outs = flatten(packets)
-    assert results(outs) == {qid: True}
-    assert acked(outs) == [qid]
+    assert sorted(acked(outs)) == sorted([qid, info])
     ack = next(o for o in outs if type(o.obj) is types.MsgsAck)
     assert ack.seqno % 2 == 0 and ack.msg_id % 4 == 3
+
+
+def test_answer_acknowledges_its_request(h: Harness) -> None:
+    # The spec: a response to a request is its acknowledgment; no separate msgs_ack.
+    qid, _ = h.send(fn.help.GetConfig())
+    h.mt.add_result(qid, BOOL_TRUE_BYTES, NOW)
+    outs = h.flush()
+    assert results(outs) == {qid: True}
+    assert acked(outs) == []
 
 
 def test_acks_alone_when_nothing_else_queued(h: Harness) -> None:
@@ -715,10 +725,9 @@ def test_server_seqno_rules() -> None:
         (types.NewSessionCreated, 1),
         (types.Pong, 3),
         (types.UpdateShort, 5),
-        (types.RpcResult, 7),
-        (types.MsgsAck, 8),  # not content-related: twice the content count
+        (types.RpcResult, 7),  # it acknowledges the query: no msgs_ack
     ]
-    assert packets[0].seqno == 8
+    assert packets[0].seqno == 8  # the container: not content-related
     # A bad_msg_notification is not content-related either; the count goes on after it.
     h.send(fn.Ping(ping_id=2), msg_id=h.next_id() | 1)
     h.mt.add_update(update(2), NOW)
@@ -930,7 +939,7 @@ def test_unknown_top_level_constructor(h: Harness) -> None:
     assert events == [DecodeFailure(mid, err)]
     outs = h.flush()
     assert results(outs) == {mid: types.RpcError(error_code=400, error_message=err)}
-    assert acked(outs) == [mid]
+    assert acked(outs) == []  # the rpc_error answers (and so acknowledges) it
 
 
 def test_unknown_nested_constructor(h: Harness) -> None:
