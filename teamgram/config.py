@@ -30,7 +30,7 @@ class GnetwayConfig:
     ws_path: str = "/apiws"
     max_packet: int = 4 * 1024 * 1024
     # Packets per second one connection may send before it gets -429 and is closed.
-    flood_packets_per_second: int = 2000
+    flood_packets_per_second: int = 10000
     # Concurrent connections from one address before new ones are refused with -429.
     max_connections_per_ip: int = 1000
 

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-_MAX_INBOX = 1024  # packets waiting to be handled before the client is told to slow down
+# packets waiting to be handled before the client is told to slow down
+_MAX_INBOX = 1024
+_PLAIN = b"\0" * 8  # auth_key_id of unencrypted (handshake) packets
 
 
 class GatewayConnection:
@@ -81,16 +83,31 @@ class GatewayConnection:
             log.info("conn %d from %s: flood, closing with -429", self.conn_id, self.client_ip)
             self.fail(-429)
             return
-        self._inbox.extend(packets)
         if self._worker is None or self._worker.done():
+            # Fast path: nothing queued before these, so packets whose key is cached
+            # are handled right here, in order, without a task.
+            host = self.gateway.session_host
+            i = 0
+            for p in packets:
+                payload = p.payload
+                if payload[:8] == _PLAIN or not host.try_packet(self, payload, p.quick_ack):
+                    break
+                i += 1
+                if self._closed:
+                    return
+            if i == len(packets):
+                return
+            self._inbox.extend(packets[i:])
             self._worker = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._inbox.extend(packets)
 
     async def _drain(self) -> None:
         try:
             while self._inbox and not self._closed:
                 p = self._inbox.popleft()
                 payload = p.payload
-                if len(payload) >= 8 and payload[:8] == b"\0" * 8:
+                if len(payload) >= 8 and payload[:8] == _PLAIN:
                     await self._on_plain(payload)
                 else:
                     await self.gateway.session_host.on_packet(self, payload, p.quick_ack)

@@ -137,16 +137,37 @@ class SessionHost:
                 s.conn = None
 
     # -------------------------------------------------------------------- inbound
-    async def on_packet(self, conn: Connection, packet: bytes, quick_ack: bool) -> None:
+    def try_packet(self, conn: Connection, packet: bytes, quick_ack: bool) -> bool:
+        """Handle a packet synchronously if its key is cached; False: use on_packet.
+
+        The common case costs no task and no await (a task per read costs ~3 us).
+        """
         if len(packet) < 8:
             conn.send_transport_error(-404)
+            return True
+        key = self.auth.cached_key(struct.unpack_from("<q", packet)[0])
+        if key is None:
+            return False
+        self._handle(conn, key, packet, quick_ack, time.time())
+        return True
+
+    async def on_packet(self, conn: Connection, packet: bytes, quick_ack: bool) -> None:
+        if self.try_packet(conn, packet, quick_ack):
             return
-        key_id = struct.unpack_from("<q", packet)[0]
         now = time.time()
-        key = await self.auth.get_key(key_id, now)
+        key = await self.auth.get_key(struct.unpack_from("<q", packet)[0], now)
         if key is None:
             conn.send_transport_error(-404)
             return
+        self._handle(conn, key, packet, quick_ack, now)
+
+    def _handle(
+        self, conn: Connection, key: AuthKeyInfo, packet: bytes, quick_ack: bool, now: float
+    ) -> None:
+        if key.expires_at is not None and key.expires_at < now:
+            conn.send_transport_error(-404)  # an expired temporary key
+            return
+        key_id = key.auth_key_id
         extra = (len(packet) - 24) % 16
         if extra:  # padded intermediate: 0..15 bytes of transport padding
             packet = packet[:-extra]

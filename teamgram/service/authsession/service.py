@@ -75,6 +75,10 @@ class AuthSessionService:
             layer=row.layer,
         )
 
+    def cached_key(self, auth_key_id: int) -> AuthKeyInfo | None:
+        """The key if it is in memory (expiry is the caller's check); no I/O."""
+        return self._cache.get(auth_key_id)
+
     async def get_key(self, auth_key_id: int, now: float | None = None) -> AuthKeyInfo | None:
         """The key, or None if unknown or an expired temporary key."""
         info = self._cache.get(auth_key_id)
