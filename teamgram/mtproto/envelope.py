@@ -63,6 +63,24 @@ def decrypt_client_message(auth_key: bytes, packet: bytes) -> Decrypted | None:
     return Decrypted(salt, session_id, msg_id, seqno, plain[32 : 32 + length], token)
 
 
+def _encrypt(
+    auth_key: bytes,
+    auth_key_id_bytes: bytes,
+    x: int,
+    salt: int,
+    session_id: int,
+    msg_id: int,
+    seqno: int,
+    body: bytes,
+) -> bytes:
+    n = 32 + len(body)
+    pad = _MIN_PAD + ((-(n + _MIN_PAD)) % 16)
+    plain = _HEADER.pack(salt, session_id, msg_id, seqno, len(body)) + body + os.urandom(pad)
+    msg_key = sha256(auth_key[88 + x : 120 + x] + plain).digest()[8:24]
+    key, iv = aes_key_iv_v2(auth_key, msg_key, x)
+    return auth_key_id_bytes + msg_key + encrypt_ige(plain, key, iv)
+
+
 def encrypt_server_message(
     auth_key: bytes,
     auth_key_id_bytes: bytes,
@@ -73,12 +91,7 @@ def encrypt_server_message(
     body: bytes,
 ) -> bytes:
     """Encrypt one server message (body may be a container) for the client."""
-    n = 32 + len(body)
-    pad = _MIN_PAD + ((-(n + _MIN_PAD)) % 16)
-    plain = _HEADER.pack(salt, session_id, msg_id, seqno, len(body)) + body + os.urandom(pad)
-    msg_key = sha256(auth_key[88 + X_SERVER : 120 + X_SERVER] + plain).digest()[8:24]
-    key, iv = aes_key_iv_v2(auth_key, msg_key, X_SERVER)
-    return auth_key_id_bytes + msg_key + encrypt_ige(plain, key, iv)
+    return _encrypt(auth_key, auth_key_id_bytes, X_SERVER, salt, session_id, msg_id, seqno, body)
 
 
 def encrypt_client_message(
@@ -91,12 +104,7 @@ def encrypt_client_message(
     body: bytes,
 ) -> bytes:
     """The client side of the envelope, for our own test clients and benches."""
-    n = 32 + len(body)
-    pad = _MIN_PAD + ((-(n + _MIN_PAD)) % 16)
-    plain = _HEADER.pack(salt, session_id, msg_id, seqno, len(body)) + body + os.urandom(pad)
-    msg_key = sha256(auth_key[88 + X_CLIENT : 120 + X_CLIENT] + plain).digest()[8:24]
-    key, iv = aes_key_iv_v2(auth_key, msg_key, X_CLIENT)
-    return auth_key_id_bytes + msg_key + encrypt_ige(plain, key, iv)
+    return _encrypt(auth_key, auth_key_id_bytes, X_CLIENT, salt, session_id, msg_id, seqno, body)
 
 
 def decrypt_server_message(auth_key: bytes, packet: bytes) -> Decrypted | None:
