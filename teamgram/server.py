@@ -25,6 +25,8 @@ from teamgram.interface.httpserver.server import HttpServer
 from teamgram.interface.session.host import SessionHost
 from teamgram.mtproto.crypto.rsa import ServerKey, load_or_create_server_key
 from teamgram.service.authsession.service import AuthSessionService
+from teamgram.service.biz.users import UserService, load_secret
+from teamgram.service.idgen.service import IdGenService
 
 log = logging.getLogger("teamgram")
 
@@ -37,6 +39,8 @@ class Server:
         self.engine: AsyncEngine | None = None
         self.server_keys: list[ServerKey] = []
         self.authsession: AuthSessionService
+        self.idgen: IdGenService
+        self.users: UserService
         self.session_host: SessionHost
         self.gateway: Gateway
         self.http: HttpServer
@@ -49,6 +53,8 @@ class Server:
         )
         self.engine = await open_database(cfg.database_url)
         self.authsession = AuthSessionService(self.engine)
+        self.idgen = IdGenService(self.engine)
+        self.users = UserService(self.engine, self.idgen, load_secret(cfg.data_dir))
         self.session_host = SessionHost(self, Dispatcher(*ROUTERS))
         self.session_host.start()
         self.gateway = Gateway(cfg.gnetway, self.server_keys, self.session_host, self.authsession)

@@ -34,6 +34,9 @@ class RequestContext:
     layer: int
     client_ip: str = ""
     user_id: int | None = None
+    # The session host's record of the calling session (HostedSession), so a
+    # handler can exclude it when pushing updates to the user's other devices.
+    session: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

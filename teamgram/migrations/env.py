@@ -2,7 +2,9 @@
 
 from alembic import context
 
-import teamgram.service.authsession.tables  # noqa: F401  (registers its tables)
+import teamgram.service.authsession.tables  # each registers its tables
+import teamgram.service.biz.tables
+import teamgram.service.idgen.tables  # noqa: F401
 from teamgram.infra.database import metadata
 
 connection = context.config.attributes.get("connection")

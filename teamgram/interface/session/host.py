@@ -88,6 +88,7 @@ class HostedSession:
     flush_scheduled: bool = False
     running: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     user_id: int | None = None
+    user_checked: bool = False  # the key's authorization was looked up
 
 
 class SessionHost:
@@ -108,6 +109,8 @@ class SessionHost:
             gzip_threshold=self.config.gzip_threshold,
         )
         self.sessions: dict[tuple[int, int], HostedSession] = {}
+        # signed-in user -> its live sessions, for pushing updates to every device
+        self.by_user: dict[int, set[HostedSession]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._janitor: asyncio.Task[None] | None = None
 
@@ -129,6 +132,7 @@ class SessionHost:
             for k, s in list(self.sessions.items()):
                 if (s.conn is None or s.conn.closed) and s.mt.last_seen < cutoff:
                     del self.sessions[k]
+                    self._attach(s, None)
 
     def connection_lost(self, conn: Connection) -> None:
         """Forget the connection; its sessions keep their unacked messages."""
@@ -193,6 +197,9 @@ class SessionHost:
             )
             hosted = HostedSession(key=key, mt=mt)
             self.sessions[sk] = hosted
+            user_id = self.auth.cached_user(key.effective_id)
+            if user_id is not None:
+                self._attach(hosted, user_id)
         if hosted.conn is not conn:
             prev = hosted.conn
             hosted.conn = conn
@@ -223,6 +230,7 @@ class SessionHost:
     def _destroy_session(self, hosted: HostedSession, session_id: int, now: float) -> None:
         other = self.sessions.pop((hosted.key.auth_key_id, session_id), None)
         if other is not None and other is not hosted:
+            self._attach(other, None)
             body = types.DestroySessionOk(session_id=session_id).to_bytes()
         else:
             if other is hosted:  # a client may not destroy the session it speaks on
@@ -298,6 +306,11 @@ class SessionHost:
             if hosted.user_id is None:
                 raise RpcError(401, "AUTH_KEY_UNREGISTERED")
             route = self.dispatcher.route(query)
+        if hosted.user_id is None and not hosted.user_checked:
+            hosted.user_checked = True
+            user_id = await self.auth.user_for_key(key.effective_id)
+            if user_id is not None:
+                self._attach(hosted, user_id)
         ctx = RequestContext(
             server=self.server,
             auth_key=key,
@@ -306,6 +319,7 @@ class SessionHost:
             layer=key.layer,
             client_ip=conn.client_ip if conn else "",
             user_id=hosted.user_id,
+            session=hosted,
         )
         if ctx.user_id is None and not route.allow_anonymous:
             raise RpcError(401, "AUTH_KEY_UNREGISTERED")
@@ -316,9 +330,50 @@ class SessionHost:
         ok = await self.auth.destroy_key(key_id)
         for k in [k for k in self.sessions if k[0] == key_id]:
             s = self.sessions.pop(k)
+            self._attach(s, None)
             if s is not hosted and s.conn is not None:
                 s.conn.send_transport_error(-404)
         return types.DestroyAuthKeyOk() if ok else types.DestroyAuthKeyNone()
+
+    # ------------------------------------------------------------------- users
+    def _attach(self, hosted: HostedSession, user_id: int | None) -> None:
+        if hosted.user_id is not None:
+            peers = self.by_user.get(hosted.user_id)
+            if peers is not None:
+                peers.discard(hosted)
+                if not peers:
+                    del self.by_user[hosted.user_id]
+        hosted.user_id = user_id
+        hosted.user_checked = True
+        if user_id is not None:
+            self.by_user.setdefault(user_id, set()).add(hosted)
+
+    def _sessions_of_key(self, auth_key_id: int) -> list[HostedSession]:
+        """Sessions on this key, and on temporary keys bound to it."""
+        return [s for s in self.sessions.values() if s.key.effective_id == auth_key_id]
+
+    def bind_user(self, auth_key_id: int, user_id: int | None) -> None:
+        """A sign-in (or sign-out, None) on a permanent key reaches all its sessions."""
+        for hosted in self._sessions_of_key(auth_key_id):
+            self._attach(hosted, user_id)
+
+    def revoke_key(self, auth_key_id: int) -> None:
+        """The key's authorization was reset: its sessions are signed out at once."""
+        self.bind_user(auth_key_id, None)
+
+    def sessions_of_user(self, user_id: int) -> list[HostedSession]:
+        return list(self.by_user.get(user_id, ()))
+
+    def push_to_user(
+        self, user_id: int, updates: Any, exclude: HostedSession | None = None
+    ) -> None:
+        """Send an ``Updates`` object to every live session of a user."""
+        now = time.time()
+        for hosted in self.by_user.get(user_id, ()):
+            if hosted is exclude or hosted.mt.no_updates:
+                continue
+            hosted.mt.add_update(codec_for(hosted.key.layer).encode(updates), now)
+            self._schedule_flush(hosted)
 
     # ------------------------------------------------------------------- outbound
     def _schedule_flush(self, hosted: HostedSession) -> None:

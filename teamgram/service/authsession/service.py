@@ -6,6 +6,7 @@ read; writes go straight to the database (a key is durable before dh_gen_ok).
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teamgram.service.authsession.tables import KEY_PERM, KEY_TEMP, auth_keys
+from teamgram.service.authsession.tables import KEY_PERM, KEY_TEMP, auth_keys, authorizations
 
 _CACHE_MAX = 100_000
 
@@ -62,6 +63,8 @@ class AuthSessionService:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._cache: dict[int, AuthKeyInfo] = {}
+        # permanent auth_key_id -> signed-in user (None: known to be signed out)
+        self._users: dict[int, int | None] = {}
 
     def _row_to_info(self, row: Any) -> AuthKeyInfo:
         return AuthKeyInfo(
@@ -205,3 +208,54 @@ class AuthSessionService:
                 auth_keys.delete().where(auth_keys.c.auth_key_id == auth_key_id)
             )
         return bool(result.rowcount)
+
+    # ----------------------------------------------------------- authorizations
+    def cached_user(self, auth_key_id: int) -> int | None:
+        """The signed-in user if already known in memory (no I/O)."""
+        return self._users.get(auth_key_id)
+
+    async def user_for_key(self, auth_key_id: int) -> int | None:
+        """The user signed in on this (permanent) key, or None."""
+        if auth_key_id in self._users:
+            return self._users[auth_key_id]
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(authorizations.c.user_id).where(
+                        authorizations.c.auth_key_id == auth_key_id
+                    )
+                )
+            ).first()
+        user_id = row.user_id if row is not None else None
+        self._users[auth_key_id] = user_id
+        return user_id
+
+    async def bind_user(self, auth_key_id: int, user_id: int, now: int | None = None) -> int:
+        """Record a sign-in on this key; returns the authorization's hash."""
+        now = now or int(time.time())
+        auth_hash = secrets.randbits(63) or 1
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                authorizations.delete().where(authorizations.c.auth_key_id == auth_key_id)
+            )
+            await conn.execute(
+                authorizations.insert().values(
+                    auth_key_id=auth_key_id,
+                    user_id=user_id,
+                    hash=auth_hash,
+                    created_at=now,
+                    active_at=now,
+                )
+            )
+        self._users[auth_key_id] = user_id
+        return auth_hash
+
+    async def unbind_key(self, auth_key_id: int) -> int | None:
+        """Sign out this key; returns the user it was signed in as."""
+        user_id = await self.user_for_key(auth_key_id)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                authorizations.delete().where(authorizations.c.auth_key_id == auth_key_id)
+            )
+        self._users[auth_key_id] = None
+        return user_id

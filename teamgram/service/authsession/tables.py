@@ -27,3 +27,53 @@ auth_keys = sa.Table(
     sa.Column("lang_code", sa.String(64), nullable=False, server_default=""),
     sa.Column("client_ip", sa.String(64), nullable=False, server_default=""),
 )
+
+# A signed-in device: the permanent auth key it signed in with, and its user.
+authorizations = sa.Table(
+    "authorizations",
+    metadata,
+    sa.Column("auth_key_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False, index=True),
+    # account.getAuthorizations / resetAuthorization identify devices by this.
+    sa.Column("hash", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("active_at", sa.BigInteger, nullable=False),
+    # 2FA: signed in with the code, the password is still to be checked.
+    sa.Column("password_pending", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Login codes sent by auth.sendCode (expiring, with an attempt counter).
+phone_codes = sa.Table(
+    "phone_codes",
+    metadata,
+    sa.Column("phone_code_hash", sa.String(64), primary_key=True),
+    sa.Column("phone", sa.String(32), nullable=False, index=True),
+    sa.Column("code", sa.String(16), nullable=False),
+    sa.Column("auth_key_id", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("canceled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# QR login: auth.exportLoginToken on the new device, acceptLoginToken on a signed-in one.
+login_tokens = sa.Table(
+    "login_tokens",
+    metadata,
+    sa.Column("token", sa.LargeBinary(32), primary_key=True),
+    sa.Column("auth_key_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("accepted_user_id", sa.BigInteger, nullable=True),
+)
+
+# 2FA (SRP): the client's final KdfAlgo and the verifier v = g^x mod p.
+user_passwords = sa.Table(
+    "user_passwords",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("salt1", sa.LargeBinary(256), nullable=False),
+    sa.Column("salt2", sa.LargeBinary(256), nullable=False),
+    sa.Column("verifier", sa.LargeBinary(256), nullable=False),
+    sa.Column("hint", sa.String(255), nullable=False, server_default=""),
+    sa.Column("email", sa.String(255), nullable=False, server_default=""),
+)

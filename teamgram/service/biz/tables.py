@@ -1,0 +1,52 @@
+"""Tables owned by biz: users, usernames, privacy, contacts, blocks (migration 0002)."""
+
+import sqlalchemy as sa
+
+from teamgram.infra.database import metadata
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("phone", sa.String(32), nullable=False, unique=True),
+    sa.Column("first_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("last_name", sa.String(128), nullable=False, server_default=""),
+    # Lower-cased for uniqueness checks; the display form is `username`.
+    sa.Column("username", sa.String(64), nullable=True),
+    sa.Column("username_lower", sa.String(64), nullable=True, unique=True),
+    sa.Column("about", sa.String(255), nullable=False, server_default=""),
+    sa.Column("is_bot", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_at", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# One row per (user, privacy key): the rules as Telegram's TL privacy rules,
+# serialized (a Vector<PrivacyRule>), so every rule kind round-trips.
+user_privacy = sa.Table(
+    "user_privacy",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("rules", sa.LargeBinary, nullable=False),
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("owner_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("contact_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("first_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("last_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("phone", sa.String(32), nullable=False, server_default=""),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_contacts_contact", "contact_id"),
+)
+
+blocked = sa.Table(
+    "blocked",
+    metadata,
+    sa.Column("owner_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("peer_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
