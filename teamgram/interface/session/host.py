@@ -111,6 +111,8 @@ class SessionHost:
         self.sessions: dict[tuple[int, int], HostedSession] = {}
         # signed-in user -> its live sessions, for pushing updates to every device
         self.by_user: dict[int, set[HostedSession]] = {}
+        # called with a user id when that user's last open connection closes
+        self.on_user_offline: list[Callable[[int], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._janitor: asyncio.Task[None] | None = None
 
@@ -135,10 +137,23 @@ class SessionHost:
                     self._attach(s, None)
 
     def connection_lost(self, conn: Connection) -> None:
-        """Forget the connection; its sessions keep their unacked messages."""
+        """Forget the connection; its sessions keep their unacked messages.
+
+        When it was a user's last open connection, ``on_user_offline`` listeners
+        hear of it (the status service marks the user offline).
+        """
+        users: set[int] = set()
         for s in self.sessions.values():
             if s.conn is conn:
                 s.conn = None
+                if s.user_id is not None:
+                    users.add(s.user_id)
+        for user_id in users:
+            if not any(
+                h.conn is not None and not h.conn.closed for h in self.by_user.get(user_id, ())
+            ):
+                for listener in self.on_user_offline:
+                    listener(user_id)
 
     # -------------------------------------------------------------------- inbound
     def try_packet(self, conn: Connection, packet: bytes, quick_ack: bool) -> bool:
