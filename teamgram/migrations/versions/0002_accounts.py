@@ -79,7 +79,12 @@ def upgrade() -> None:
     op.create_index("ix_phone_codes_phone", "phone_codes", ["phone"])
     op.create_table(
         "login_tokens",
-        sa.Column("token", sa.LargeBinary(32), primary_key=True),
+        # VARBINARY on MySQL/MariaDB: a BLOB cannot be a key there (error 1170).
+        sa.Column(
+            "token",
+            sa.LargeBinary(32).with_variant(sa.VARBINARY(32), "mysql", "mariadb"),
+            primary_key=True,
+        ),
         sa.Column("auth_key_id", sa.BigInteger, nullable=False),
         sa.Column("expires_at", sa.BigInteger, nullable=False),
         sa.Column("accepted_user_id", sa.BigInteger, nullable=True),

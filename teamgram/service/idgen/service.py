@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.service.idgen.tables import id_sequences
@@ -37,23 +38,31 @@ class IdGenService:
         return await self.next_id("user_id", USER_ID_START)
 
     async def _reserve(self, name: str, start: int) -> int:
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(id_sequences.c.value).where(id_sequences.c.name == name)
-                )
-            ).first()
-            if row is None:
-                first = start
-                await conn.execute(
-                    id_sequences.insert().values(name=name, value=first + self.block)
-                )
-            else:
-                first = row.value
-                await conn.execute(
+        """Take the next block atomically: safe with several processes on one database."""
+        while True:
+            async with self.engine.begin() as conn:
+                # The increment locks the row, so concurrent reservations serialise.
+                bumped = await conn.execute(
                     id_sequences.update()
                     .where(id_sequences.c.name == name)
-                    .values(value=first + self.block)
+                    .values(value=id_sequences.c.value + self.block)
                 )
+                if bumped.rowcount:
+                    value = (
+                        await conn.execute(
+                            sa.select(id_sequences.c.value).where(id_sequences.c.name == name)
+                        )
+                    ).scalar_one()
+                    first = value - self.block
+                    break
+            try:  # a new sequence, in its own transaction (MariaDB gap locks)
+                async with self.engine.begin() as conn:
+                    await conn.execute(
+                        id_sequences.insert().values(name=name, value=start + self.block)
+                    )
+            except IntegrityError:
+                continue  # another process created it first: take a block from it
+            first = start
+            break
         self._limit[name] = first + self.block
         return first

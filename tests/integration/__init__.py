@@ -1,0 +1,1 @@
+"""Integration tests against real database engines (SQLite, MariaDB, PostgreSQL)."""
