@@ -66,6 +66,45 @@ class DatabaseConfig:
 
 
 @dataclass
+class AuthConfig:
+    """Signing in: login codes, their delivery, and the limits on guessing them."""
+
+    # Digits in a login code.
+    code_length: int = 5
+    # A code (and a verified code awaiting auth.signUp) is valid this long.
+    code_ttl_seconds: int = 300
+    # Telegram's test numbers 99966XYYYY always take the code XXXXX (shared test
+    # accounts: anyone may sign in to them). Turn off on a public server.
+    test_phone_numbers: bool = True
+    # sentCode.timeout: auth.resendCode earlier than this gets FLOOD_WAIT.
+    resend_timeout_seconds: int = 60
+    # Wrong codes for one phone (or wrong 2FA passwords for one account) within
+    # failure_window_seconds before every attempt gets FLOOD_WAIT for
+    # failure_flood_wait_seconds.
+    max_code_attempts: int = 5
+    max_password_attempts: int = 5
+    failure_window_seconds: int = 3600
+    failure_flood_wait_seconds: int = 3600
+    # auth.sendCode/resendCode per phone, and per client address, within
+    # send_window_seconds; past that: FLOOD_WAIT until the window ends.
+    # (Clients behind one proxy or NAT share an address: raise the latter.)
+    send_code_per_phone: int = 10
+    send_code_per_ip: int = 100
+    send_window_seconds: int = 3600
+    # QR login: how long an exported login token may be accepted.
+    login_token_ttl_seconds: int = 30
+    # account.getAccountTTL for accounts that never set one.
+    account_ttl_days: int = 365
+    # Code delivery besides the server log (INFO): a shell command run with
+    # TEAMGRAM_LOGIN_PHONE and TEAMGRAM_LOGIN_CODE in its environment, and/or a URL
+    # that gets a JSON POST {"phone": ..., "code": ...}. Both run in the
+    # background; failures are logged and never delay the client's answer.
+    code_command: str = ""
+    code_webhook: str = ""
+    code_delivery_timeout_seconds: int = 10
+
+
+@dataclass
 class ServerConfig:
     data_dir: Path = Path("./data")
     dc_id: int = 2
@@ -81,6 +120,7 @@ class ServerConfig:
     httpserver: HttpServerConfig = field(default_factory=HttpServerConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def advertised_host(self) -> str:

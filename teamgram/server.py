@@ -11,26 +11,43 @@ import logging
 import signal
 from contextlib import suppress
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from teamgram.bff import account as bff_account
 from teamgram.bff import auth as bff_auth
+from teamgram.bff import contacts as bff_contacts
 from teamgram.bff import help as bff_help
 from teamgram.bff import langpack as bff_langpack
 from teamgram.bff import stickers as bff_stickers
+from teamgram.bff import updates as bff_updates
+from teamgram.bff import users as bff_users
 from teamgram.bff.rpc import Dispatcher
 from teamgram.config import ServerConfig
-from teamgram.infra.database import open_database
+from teamgram.infra.database import DatabaseError, open_database
 from teamgram.interface.gnetway.gateway import Gateway
 from teamgram.interface.httpserver.server import HttpServer
 from teamgram.interface.session.host import SessionHost
 from teamgram.mtproto.crypto.rsa import ServerKey, load_or_create_server_key
 from teamgram.service.authsession.service import AuthSessionService
+from teamgram.service.biz.contacts import ContactService
+from teamgram.service.biz.privacy import PrivacyService
 from teamgram.service.biz.users import UserService, load_secret
 from teamgram.service.idgen.service import IdGenService
+from teamgram.service.status.service import StatusService
 
 log = logging.getLogger("teamgram")
 
-ROUTERS = (bff_auth.router, bff_help.router, bff_langpack.router, bff_stickers.router)
+ROUTERS = (
+    bff_auth.router,
+    bff_help.router,
+    bff_langpack.router,
+    bff_stickers.router,
+    bff_users.router,
+    bff_account.router,
+    bff_contacts.router,
+    bff_updates.router,
+)
 
 
 class Server:
@@ -41,6 +58,9 @@ class Server:
         self.authsession: AuthSessionService
         self.idgen: IdGenService
         self.users: UserService
+        self.contacts: ContactService
+        self.privacy: PrivacyService
+        self.status: StatusService
         self.session_host: SessionHost
         self.gateway: Gateway
         self.http: HttpServer
@@ -52,10 +72,15 @@ class Server:
             lambda: [load_or_create_server_key(cfg.data_dir / name) for name in cfg.rsa_keys]
         )
         self.engine = await open_database(cfg.database_url)
-        self.authsession = AuthSessionService(self.engine)
+        self.authsession = AuthSessionService(self.engine, cfg.auth, cfg.dev_login_code)
         self.idgen = IdGenService(self.engine)
         self.users = UserService(self.engine, self.idgen, load_secret(cfg.data_dir))
+        self.contacts = ContactService(self.engine)
+        self.privacy = PrivacyService(self.engine)
         self.session_host = SessionHost(self, Dispatcher(*ROUTERS))
+        self.status = StatusService(self.users, self.contacts, self.session_host.push_to_user)
+        self.users.plug(contacts=self.contacts, privacy=self.privacy, presence=self.status)
+        self.session_host.on_user_offline.append(self.status.on_user_offline)
         self.session_host.start()
         self.gateway = Gateway(cfg.gnetway, self.server_keys, self.session_host, self.authsession)
         await self.gateway.start()
@@ -80,6 +105,10 @@ class Server:
             await self.http.stop()
         with suppress(Exception):
             await self.session_host.stop()
+        with suppress(Exception):
+            await self.status.close()
+        with suppress(Exception):
+            await self.authsession.close()
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -93,7 +122,7 @@ async def run_forever(config: ServerConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except OSError as exc:
+    except (OSError, SQLAlchemyError, DatabaseError) as exc:
         log.error("cannot start: %s", exc)
         await server.stop()
         return 1

@@ -135,7 +135,9 @@ def make_telethon(
         connection=connection,
         timeout=10,
         request_retries=1,
-        connection_retries=0,
+        # Telethon drops leading zero bytes of g_ab, so about 1 handshake in 256
+        # fails on its side ("invalid new nonce hash"); in normal use it retries.
+        connection_retries=2,
         retry_delay=0,
         auto_reconnect=False,
         **kwargs,

@@ -78,7 +78,7 @@ class _ConnectionHttp(ConnectionHttp):
 async def _telethon(server: Server) -> TelegramClient:
     TelegramClient._config = None  # Telethon caches help.getConfig per process
     client = TelegramClient(
-        MemorySession(), 1, "0" * 32, connection=_ConnectionHttp, timeout=STEP, connection_retries=0
+        MemorySession(), 1, "0" * 32, connection=_ConnectionHttp, timeout=STEP, connection_retries=2
     )
     assert server.http.port is not None
     client.session.set_dc(2, "127.0.0.1", server.http.port)

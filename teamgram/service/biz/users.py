@@ -1,7 +1,16 @@
 """biz/users: accounts, profiles, usernames, and the User objects each viewer sees.
 
 Access hashes are per viewer (Telegram's model): HMAC(secret, viewer | user), so
-they need no storage and a hash obtained by one user is useless to another.
+they need no storage and a hash obtained by one user is useless to another; a
+user returned by any answer (an import by phone among them) is addressable by
+its viewer at once. Every handler turns ``InputUser``/``InputPeer`` into ids
+through :meth:`UserService.resolve_input_user` / :meth:`resolve_input_peer`, so a
+wrong hash is USER_ID_INVALID / PEER_ID_INVALID everywhere.
+
+What a viewer sees of a user (:meth:`UserService.users_for`) is decided here:
+contact flags and the names the viewer saved, the phone and last seen as the
+user's privacy rules allow (contacts and privacy services plug in), and the
+online state the status service keeps.
 """
 
 from __future__ import annotations
@@ -9,23 +18,106 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
+from teamgram.service.biz import privacy as pv
+from teamgram.service.biz.contacts import ContactRecord, ContactService
 from teamgram.service.biz.tables import users
 from teamgram.service.idgen.service import IdGenService
-from teamgram.tl import types
+from teamgram.tl import TLObject, types
 
 # Telegram's official notifications account ("Telegram", login codes).
 SERVICE_USER_ID = 777000
+
+# Telegram's limits for a non-premium account.
+NAME_MAX = 64
+ABOUT_MAX = 70
+USERNAME_MIN = 5
+USERNAME_MAX = 32
+# Starts with a letter, ends with a letter or digit; letters, digits and "_".
+_USERNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*[A-Za-z0-9]")
+# What contacts.resolveUsername accepts before looking (short collectible names too).
+_RESOLVABLE_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
+
+# How a hidden last seen is rounded (Telegram's buckets), in seconds.
+RECENTLY = 3 * 86400
+LAST_WEEK = 7 * 86400
+LAST_MONTH = 30 * 86400
+
+
+def valid_username(name: str) -> bool:
+    """Telegram's rules: 5-32 characters, a letter first, no trailing or double "_"."""
+    return (
+        USERNAME_MIN <= len(name) <= USERNAME_MAX
+        and _USERNAME_RE.fullmatch(name) is not None
+        and "__" not in name
+    )
+
+
+def normalize_phone(phone: str) -> str:
+    """Digits only, as Telegram stores and returns phone numbers (no "+")."""
+    return "".join(ch for ch in phone if "0" <= ch <= "9")
+
+
+def approximate_status(last_active: int, now: int, by_me: bool = False) -> TLObject:
+    """The rounded last seen shown when the exact time is hidden."""
+    if last_active <= 0:
+        return types.UserStatusEmpty()
+    age = now - last_active
+    if age <= RECENTLY:
+        return types.UserStatusRecently(by_me=by_me)
+    if age <= LAST_WEEK:
+        return types.UserStatusLastWeek(by_me=by_me)
+    if age <= LAST_MONTH:
+        return types.UserStatusLastMonth(by_me=by_me)
+    return types.UserStatusEmpty()
+
+
+def exact_status(online_until: int, last_seen: int, now: int) -> TLObject:
+    if online_until > now:
+        return types.UserStatusOnline(expires=online_until)
+    if last_seen > 0:
+        return types.UserStatusOffline(was_online=last_seen)
+    return types.UserStatusEmpty()
+
+
+def default_notify_settings() -> TLObject:
+    return types.PeerNotifySettings(show_previews=True, silent=False, mute_until=0)
+
+
+class Presence(Protocol):
+    """What views need of the status service."""
+
+    def online_until(self, user_id: int) -> int:
+        """Unix time the user's online status expires (0 or past: offline)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Viewing:
+    """What one viewer's view of several users depends on, fetched once."""
+
+    viewer_id: int
+    viewer_is_bot: bool = False
+    my_contacts: dict[int, ContactRecord] = field(default_factory=dict)
+    my_blocked: dict[int, int] = field(default_factory=dict)
+    has_me: set[int] = field(default_factory=set)  # owners with the viewer as a contact
+    blocked_me: set[int] = field(default_factory=set)
+    phone_rules: dict[int, list[TLObject]] = field(default_factory=dict)
+    status_rules: dict[int, list[TLObject]] = field(default_factory=dict)
+    my_status_rules: list[TLObject] = field(default_factory=list)
+    now: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +168,23 @@ class UserService:
         self.idgen = idgen
         self.secret = secret
         self._cache: dict[int, UserRecord] = {}
+        self.contacts: ContactService | None = None
+        self.privacy: pv.PrivacyService | None = None
+        self.presence: Presence | None = None
+        # (user, notify peer key) -> PeerNotifySettings; in memory until a table
+        # for them exists
+        self._notify: dict[tuple[int, str], TLObject] = {}
+
+    def plug(
+        self,
+        contacts: ContactService | None = None,
+        privacy: pv.PrivacyService | None = None,
+        presence: Presence | None = None,
+    ) -> None:
+        """Attach the services views consult; without them views are plain."""
+        self.contacts = contacts or self.contacts
+        self.privacy = privacy or self.privacy
+        self.presence = presence or self.presence
 
     # ------------------------------------------------------------ access hashes
     def access_hash(self, viewer_id: int, user_id: int) -> int:
@@ -138,32 +247,372 @@ class UserService:
         self._cache[rec.id] = rec
         return rec
 
-    # -------------------------------------------------------------------- views
-    async def users_for(self, viewer_id: int, ids: list[int]) -> list[types.User]:
-        """The User objects ``viewer_id`` may see (per-viewer access hash, self flag).
+    async def by_username(self, username: str) -> UserRecord | None:
+        """The account holding ``username`` (case-insensitive)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(users).where(users.c.username_lower == username.lower())
+                )
+            ).first()
+        if row is None:
+            return None
+        rec = self._cache.get(row.id)
+        if rec is None:
+            rec = self._cache[row.id] = _record(row)
+        return rec
 
-        Privacy (phone, status, photo), contact flags and status are applied here
-        as those services are plugged in.
+    async def resolve_username(self, username: str) -> UserRecord:
+        """For contacts.resolveUsername: USERNAME_INVALID / USERNAME_NOT_OCCUPIED."""
+        name = username.strip().lstrip("@")
+        if _RESOLVABLE_RE.fullmatch(name) is None:
+            raise RpcError(400, "USERNAME_INVALID")
+        rec = await self.by_username(name)
+        if rec is None or rec.deleted:
+            raise RpcError(400, "USERNAME_NOT_OCCUPIED")
+        return rec
+
+    async def search(self, query: str, limit: int, exclude: Iterable[int] = ()) -> list[UserRecord]:
+        """Users found by username prefix, or by name among those with a username.
+
+        Only users with a public username are found by name: Telegram does not
+        let a stranger find an account by name alone.
+        """
+        q = query.strip().lstrip("@").lower()
+        if not q or limit <= 0:
+            return []
+        like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        word = "% " + like
+        skip = set(exclude)
+        cond = sa.or_(
+            users.c.username_lower.like(like, escape="\\"),
+            sa.and_(
+                users.c.username_lower.is_not(None),
+                sa.or_(
+                    sa.func.lower(users.c.first_name).like(like, escape="\\"),
+                    sa.func.lower(users.c.last_name).like(like, escape="\\"),
+                    sa.func.lower(users.c.first_name).like(word, escape="\\"),
+                ),
+            ),
+        )
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(users)
+                .where(cond, users.c.deleted == sa.false())
+                .order_by(users.c.username_lower, users.c.id)
+                .limit(limit + len(skip))
+            )
+            found = [_record(r) for r in rows]
+        out: list[UserRecord] = []
+        for rec in found:
+            if rec.id in skip:
+                continue
+            out.append(self._cache.setdefault(rec.id, rec))
+            if len(out) >= limit:
+                break
+        return out
+
+    # ------------------------------------------------------------ input peers
+    def resolve_input_user(self, viewer_id: int, input_user: TLObject) -> int:
+        """The user id an ``InputUser`` names for this viewer; USER_ID_INVALID otherwise.
+
+        The access hash must be the one this viewer was given (no I/O: it is an HMAC).
+        """
+        if isinstance(input_user, types.InputUserSelf):
+            return viewer_id
+        if isinstance(input_user, types.InputUser) and self.check_access_hash(
+            viewer_id, input_user.user_id, input_user.access_hash
+        ):
+            return int(input_user.user_id)
+        # inputUserFromMessage needs min users, which this server does not send yet.
+        raise RpcError(400, "USER_ID_INVALID")
+
+    def resolve_input_peer(self, viewer_id: int, input_peer: TLObject) -> TLObject:
+        """The ``Peer`` an ``InputPeer`` names for this viewer; PEER_ID_INVALID otherwise.
+
+        Users only for now: chats and channels are checked by their services when
+        those arrive (until then no such peer exists).
+        """
+        if isinstance(input_peer, types.InputPeerSelf):
+            return types.PeerUser(user_id=viewer_id)
+        if isinstance(input_peer, types.InputPeerUser) and self.check_access_hash(
+            viewer_id, input_peer.user_id, input_peer.access_hash
+        ):
+            return types.PeerUser(user_id=input_peer.user_id)
+        raise RpcError(400, "PEER_ID_INVALID")
+
+    def resolve_input_peer_user(self, viewer_id: int, input_peer: TLObject) -> int:
+        """A user id from an ``InputPeer`` that must name a user; PEER_ID_INVALID otherwise."""
+        peer = self.resolve_input_peer(viewer_id, input_peer)
+        if not isinstance(peer, types.PeerUser):
+            raise RpcError(400, "PEER_ID_INVALID")
+        return int(peer.user_id)
+
+    # ---------------------------------------------------------------- profile
+    async def _update_row(self, user_id: int, **values: Any) -> UserRecord:
+        rec = await self.get(user_id)
+        if rec is None:
+            raise RpcError(400, "USER_ID_INVALID")
+        async with self.engine.begin() as conn:
+            await conn.execute(users.update().where(users.c.id == user_id).values(**values))
+        for k, v in values.items():
+            if hasattr(rec, k):
+                setattr(rec, k, v)
+        return rec
+
+    async def update_profile(
+        self,
+        user_id: int,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        about: str | None = None,
+    ) -> UserRecord:
+        """account.updateProfile: FIRSTNAME_INVALID, LASTNAME_INVALID, ABOUT_TOO_LONG."""
+        values: dict[str, str] = {}
+        if first_name is not None:
+            first = " ".join(first_name.split())
+            if not first or len(first) > NAME_MAX:
+                raise RpcError(400, "FIRSTNAME_INVALID")
+            values["first_name"] = first
+        if last_name is not None:
+            last = " ".join(last_name.split())
+            if len(last) > NAME_MAX:
+                raise RpcError(400, "LASTNAME_INVALID")
+            values["last_name"] = last
+        if about is not None:
+            text = about.strip()
+            if len(text) > ABOUT_MAX:
+                raise RpcError(400, "ABOUT_TOO_LONG")
+            values["about"] = text
+        if not values:
+            rec = await self.get(user_id)
+            if rec is None:
+                raise RpcError(400, "USER_ID_INVALID")
+            return rec
+        return await self._update_row(user_id, **values)
+
+    async def check_username(self, user_id: int, username: str) -> bool:
+        """account.checkUsername: False when someone else holds it."""
+        if not valid_username(username):
+            raise RpcError(400, "USERNAME_INVALID")
+        holder = await self.by_username(username)
+        return holder is None or holder.id == user_id
+
+    async def set_username(self, user_id: int, username: str) -> UserRecord:
+        """account.updateUsername ("" removes it): USERNAME_INVALID / _OCCUPIED / _NOT_MODIFIED."""
+        rec = await self.get(user_id)
+        if rec is None:
+            raise RpcError(400, "USER_ID_INVALID")
+        name = username.strip()
+        if name and not valid_username(name):
+            raise RpcError(400, "USERNAME_INVALID")
+        if (rec.username or "") == name:
+            raise RpcError(400, "USERNAME_NOT_MODIFIED")
+        if name:
+            holder = await self.by_username(name)
+            if holder is not None and holder.id != user_id:
+                raise RpcError(400, "USERNAME_OCCUPIED")
+        try:
+            return await self._update_row(
+                user_id, username=name or None, username_lower=name.lower() or None
+            )
+        except IntegrityError as exc:  # taken between the check and the write
+            raise RpcError(400, "USERNAME_OCCUPIED") from exc
+
+    async def set_last_seen(self, user_id: int, when: int) -> None:
+        """Persist the time the user was last online (the status service calls this)."""
+        rec = await self.get(user_id)
+        if rec is None or rec.last_seen_at >= when:
+            return
+        await self._update_row(user_id, last_seen_at=when)
+
+    # -------------------------------------------------------- notify settings
+    def notify_settings(self, user_id: int, key: str) -> TLObject:
+        """``key``: "peer:<id>", "users", "chats" or "broadcasts"."""
+        return self._notify.get((user_id, key)) or default_notify_settings()
+
+    def set_notify_settings(self, user_id: int, key: str, settings: TLObject) -> None:
+        self._notify[(user_id, key)] = settings
+
+    # ------------------------------------------------------------------ views
+    async def _viewing(self, viewer_id: int, others: list[int]) -> _Viewing:
+        v = _Viewing(viewer_id=viewer_id, now=int(time.time()))
+        me = await self.get(viewer_id)
+        v.viewer_is_bot = bool(me and me.is_bot)
+        if self.contacts is not None:
+            v.my_contacts = await self.contacts.contacts_of(viewer_id)
+            v.my_blocked = await self.contacts.blocked_of(viewer_id)
+            if others:
+                v.has_me = await self.contacts.owners_having(viewer_id, others)
+                v.blocked_me = await self.contacts.blockers_of(viewer_id, others)
+        if self.privacy is not None:
+            v.phone_rules = await self.privacy.rules_of_many(others, pv.PHONE_NUMBER)
+            v.status_rules = await self.privacy.rules_of_many(others, pv.STATUS_TIMESTAMP)
+            v.my_status_rules = await self.privacy.get_rules(viewer_id, pv.STATUS_TIMESTAMP)
+        else:
+            v.phone_rules = {u: pv.DEFAULTS[pv.PHONE_NUMBER]() for u in others}
+            v.status_rules = {u: pv.DEFAULTS[pv.STATUS_TIMESTAMP]() for u in others}
+            v.my_status_rules = pv.DEFAULTS[pv.STATUS_TIMESTAMP]()
+        return v
+
+    def _online_until(self, user_id: int) -> int:
+        return self.presence.online_until(user_id) if self.presence is not None else 0
+
+    def _status(self, rec: UserRecord, v: _Viewing) -> TLObject | None:
+        if rec.is_bot:
+            return None
+        online_until = self._online_until(rec.id)
+        if rec.id == v.viewer_id:
+            return exact_status(online_until, rec.last_seen_at, v.now)
+        if rec.id in v.blocked_me:
+            return types.UserStatusEmpty()  # Telegram shows "a long time ago"
+        allowed = pv.evaluate(
+            v.status_rules.get(rec.id, ()),
+            v.viewer_id,
+            pv.Relation(is_contact=rec.id in v.has_me, is_bot=v.viewer_is_bot),
+        )
+        # Reciprocity: who hides their own last seen from someone sees theirs rounded.
+        shares = pv.evaluate(
+            v.my_status_rules,
+            rec.id,
+            pv.Relation(is_contact=rec.id in v.my_contacts, is_bot=rec.is_bot),
+        )
+        if allowed and shares:
+            return exact_status(online_until, rec.last_seen_at, v.now)
+        last = v.now if online_until > v.now else rec.last_seen_at
+        return approximate_status(last, v.now, by_me=allowed and not shares)
+
+    def _view(self, rec: UserRecord, v: _Viewing) -> types.User:
+        is_self = rec.id == v.viewer_id
+        contact = None if is_self else v.my_contacts.get(rec.id)
+        first, last = rec.first_name, rec.last_name
+        if contact is not None and (contact.first_name or contact.last_name):
+            first, last = contact.first_name, contact.last_name
+        phone: str | None = None
+        if is_self:
+            phone = rec.phone
+        elif rec.id not in v.blocked_me and (
+            pv.evaluate(
+                v.phone_rules.get(rec.id, ()),
+                v.viewer_id,
+                pv.Relation(is_contact=rec.id in v.has_me, is_bot=v.viewer_is_bot),
+            )
+            # Telegram: who already saved the number keeps seeing it.
+            or (contact is not None and normalize_phone(contact.phone) == rec.phone)
+        ):
+            phone = rec.phone
+        return types.User(
+            id=rec.id,
+            self=is_self,
+            contact=contact is not None,
+            mutual_contact=contact is not None and rec.id in v.has_me,
+            access_hash=self.access_hash(v.viewer_id, rec.id),
+            first_name=first or None,
+            last_name=last or None,
+            username=rec.username,
+            phone=phone or None,
+            status=self._status(rec, v),
+            deleted=rec.deleted,
+            bot=rec.is_bot,
+        )
+
+    async def users_for(self, viewer_id: int, ids: list[int]) -> list[types.User]:
+        """The User objects ``viewer_id`` may see, in the order asked (unknown ids skipped).
+
+        Per-viewer access hash and ``self`` flag; contact / mutual_contact flags and
+        the names the viewer saved; phone and last seen as the owner's privacy
+        allows; what someone who blocked the viewer hides.
         """
         recs = await self.get_many(ids)
-        out: list[types.User] = []
-        for uid in ids:
-            rec = recs.get(uid)
-            if rec is None:
+        others = [u for u in dict.fromkeys(ids) if u in recs and u != viewer_id]
+        v = await self._viewing(viewer_id, others)
+        return [self._view(recs[u], v) for u in ids if u in recs]
+
+    async def user_for(self, viewer_id: int, user_id: int) -> types.User:
+        """One view; USER_ID_INVALID if the user does not exist."""
+        got = await self.users_for(viewer_id, [user_id])
+        if not got:
+            raise RpcError(400, "USER_ID_INVALID")
+        return got[0]
+
+    async def status_views(
+        self, owner_id: int, viewer_ids: Iterable[int]
+    ) -> dict[int, tuple[TLObject, bool]]:
+        """How each viewer sees the owner's status, and whether that view is exact.
+
+        For pushing ``updateUserStatus``: only exact views change when the owner
+        goes online or offline (a rounded one would leak the change).
+        """
+        rec = await self.get(owner_id)
+        viewers = [u for u in dict.fromkeys(viewer_ids) if u != owner_id]
+        if rec is None or rec.is_bot or not viewers:
+            return {}
+        now = int(time.time())
+        online_until = self._online_until(owner_id)
+        owner_contacts: dict[int, ContactRecord] = {}
+        owner_blocked: dict[int, int] = {}
+        have_owner: set[int] = set()  # viewers with the owner in their contacts
+        if self.contacts is not None:
+            owner_contacts = await self.contacts.contacts_of(owner_id)
+            owner_blocked = await self.contacts.blocked_of(owner_id)
+            have_owner = await self.contacts.owners_having(owner_id, viewers)
+        if self.privacy is not None:
+            rules = await self.privacy.get_rules(owner_id, pv.STATUS_TIMESTAMP)
+            theirs = await self.privacy.rules_of_many(viewers, pv.STATUS_TIMESTAMP)
+        else:
+            rules = pv.DEFAULTS[pv.STATUS_TIMESTAMP]()
+            theirs = {u: rules for u in viewers}
+        viewer_recs = await self.get_many(viewers)
+        out: dict[int, tuple[TLObject, bool]] = {}
+        for u in viewers:
+            if u in owner_blocked:
+                out[u] = (types.UserStatusEmpty(), False)
                 continue
-            is_self = uid == viewer_id
-            out.append(
-                types.User(
-                    id=rec.id,
-                    self=is_self,
-                    access_hash=self.access_hash(viewer_id, uid),
-                    first_name=rec.first_name or None,
-                    last_name=rec.last_name or None,
-                    username=rec.username,
-                    phone=rec.phone if is_self else None,
-                    status=None if is_self else types.UserStatusRecently(),
-                    deleted=rec.deleted,
-                    bot=rec.is_bot,
-                )
+            vrec = viewer_recs.get(u)
+            allowed = pv.evaluate(
+                rules,
+                u,
+                pv.Relation(is_contact=u in owner_contacts, is_bot=bool(vrec and vrec.is_bot)),
             )
+            shares = pv.evaluate(
+                theirs.get(u, ()),
+                owner_id,
+                pv.Relation(is_contact=u in have_owner),
+            )
+            if allowed and shares:
+                out[u] = (exact_status(online_until, rec.last_seen_at, now), True)
+            else:
+                last = now if online_until > now else rec.last_seen_at
+                out[u] = (approximate_status(last, now, by_me=allowed and not shares), False)
         return out
+
+    async def full_user_for(self, viewer_id: int, user_id: int) -> types.users.UserFull:
+        """users.getFullUser: the profile's about (as privacy allows), blocked flag..."""
+        user = await self.user_for(viewer_id, user_id)
+        rec = await self.get(user_id)
+        assert rec is not None
+        about: str | None = rec.about or None
+        blocked = False
+        if user_id != viewer_id:
+            owner_has_viewer = False
+            if self.contacts is not None:
+                blocked = await self.contacts.is_blocked(viewer_id, user_id)
+                owner_has_viewer = await self.contacts.is_contact(user_id, viewer_id)
+                if await self.contacts.is_blocked(user_id, viewer_id):
+                    about = None
+            rules = (
+                await self.privacy.get_rules(user_id, pv.ABOUT)
+                if self.privacy is not None
+                else pv.DEFAULTS[pv.ABOUT]()
+            )
+            if not pv.evaluate(rules, viewer_id, pv.Relation(is_contact=owner_has_viewer)):
+                about = None
+        full = types.UserFull(
+            id=user_id,
+            about=about,
+            blocked=blocked,
+            settings=types.PeerSettings(),
+            notify_settings=self.notify_settings(viewer_id, f"peer:{user_id}"),
+            common_chats_count=0,
+        )
+        return types.users.UserFull(full_user=full, chats=[], users=[user])
