@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
-from telethon import functions, types
+from telethon import errors, functions, types
 from telethon.network.connection import ConnectionTcpFull
 from telethon.sessions import StringSession
 
@@ -440,3 +440,79 @@ async def test_server_smoke(
         finally:
             await asyncio.wait_for(client.disconnect(), 5)
     assert len(handshakes) == 1, "the restarted server did not know the saved auth key"
+
+
+DEV_CODE = "24680"
+
+
+async def _sign_up(client: Any, phone: str, first_name: str) -> Any:
+    """Telethon's sign-up dance: signIn, then signUp for a new phone."""
+    sent = await client.send_code_request(phone)
+    try:
+        await client.sign_in(phone, DEV_CODE, phone_code_hash=sent.phone_code_hash)
+    except errors.PhoneNumberUnoccupiedError:
+        auth = await call(
+            client, functions.auth.SignUpRequest(phone, sent.phone_code_hash, first_name, "")
+        )
+        await client._on_login(auth.user)
+    return await client.get_me()
+
+
+async def test_accounts_persist_on_engine(
+    database_url: str, tmp_path: Path, server_key_pem: bytes
+) -> None:
+    """Sign-up, username, contacts, privacy and blocks on this engine, across a restart."""
+    data_dir = tmp_path / "accounts"
+    overrides = {"database": {"url": database_url}, "dev_login_code": DEV_CODE}
+    alice_phone, bob_phone = "15550001001", "15550001002"
+    async with running_server(data_dir, server_key_pem, overrides) as srv:
+        alice = make_telethon(srv, ConnectionTcpFull)
+        bob = make_telethon(srv, ConnectionTcpFull)
+        try:
+            await asyncio.wait_for(alice.connect(), CLIENT_TIMEOUT)
+            await asyncio.wait_for(bob.connect(), CLIENT_TIMEOUT)
+            me = await asyncio.wait_for(_sign_up(alice, alice_phone, "Alice"), CLIENT_TIMEOUT)
+            bob_me = await asyncio.wait_for(_sign_up(bob, bob_phone, "Bob"), CLIENT_TIMEOUT)
+            assert me.phone == alice_phone and bob_me.first_name == "Bob"
+            await call(alice, functions.account.UpdateUsernameRequest("alice_engine"))
+            imported = await call(
+                alice,
+                functions.contacts.ImportContactsRequest(
+                    [types.InputPhoneContact(1, bob_phone, "Bobby", "")]
+                ),
+            )
+            assert [u.id for u in imported.users] == [bob_me.id]
+            await call(
+                alice,
+                functions.account.SetPrivacyRequest(
+                    types.InputPrivacyKeyPhoneNumber(), [types.InputPrivacyValueDisallowAll()]
+                ),
+            )
+            await call(alice, functions.contacts.BlockRequest(types.InputPeerUser(
+                bob_me.id, imported.users[0].access_hash
+            )))  # fmt: skip
+            saved = alice.session.save()
+        finally:
+            await asyncio.wait_for(alice.disconnect(), 5)
+            await asyncio.wait_for(bob.disconnect(), 5)
+
+    async with running_server(data_dir, server_key_pem, overrides) as srv:
+        session = StringSession(saved)
+        session.set_dc(srv.config.dc_id, "127.0.0.1", srv.gateway.tcp_ports[0])
+        alice = make_telethon(srv, ConnectionTcpFull, session.save())
+        try:
+            await asyncio.wait_for(alice.connect(), CLIENT_TIMEOUT)
+            me = await asyncio.wait_for(alice.get_me(), CLIENT_TIMEOUT)  # still signed in
+            assert me is not None and me.username == "alice_engine"
+            contacts = await call(alice, functions.contacts.GetContactsRequest(hash=0))
+            assert [u.id for u in contacts.users] == [bob_me.id]
+            rules = await call(
+                alice, functions.account.GetPrivacyRequest(types.InputPrivacyKeyPhoneNumber())
+            )
+            assert [type(r) for r in rules.rules] == [types.PrivacyValueDisallowAll]
+            blocked = await call(alice, functions.contacts.GetBlockedRequest(offset=0, limit=10))
+            assert [b.peer_id.user_id for b in blocked.blocked] == [bob_me.id]
+            resolved = await call(alice, functions.contacts.ResolveUsernameRequest("alice_engine"))
+            assert resolved.peer.user_id == me.id
+        finally:
+            await asyncio.wait_for(alice.disconnect(), 5)
