@@ -105,6 +105,20 @@ class AuthConfig:
 
 
 @dataclass
+class MessagesConfig:
+    """Messaging limits (Telegram's for a regular account where it has one)."""
+
+    # Longest message text (help.getConfig's message_length_max).
+    message_length_max: int = 4096
+    # Sends one account may make per second on average, and in a burst, before
+    # FLOOD_WAIT_X (sendMessage, forwardMessages: each message counts).
+    send_per_second: float = 30.0
+    send_burst: int = 300
+    # Updates in one updates.getDifference answer before it becomes a slice.
+    difference_limit: int = 100
+
+
+@dataclass
 class ServerConfig:
     data_dir: Path = Path("./data")
     dc_id: int = 2
@@ -121,6 +135,7 @@ class ServerConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    messages: MessagesConfig = field(default_factory=MessagesConfig)
 
     @property
     def advertised_host(self) -> str:

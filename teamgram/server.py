@@ -17,20 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from teamgram.bff import account as bff_account
 from teamgram.bff import auth as bff_auth
 from teamgram.bff import contacts as bff_contacts
+from teamgram.bff import dialogs as bff_dialogs
+from teamgram.bff import drafts as bff_drafts
 from teamgram.bff import help as bff_help
 from teamgram.bff import langpack as bff_langpack
+from teamgram.bff import messages as bff_messages
 from teamgram.bff import stickers as bff_stickers
 from teamgram.bff import updates as bff_updates
 from teamgram.bff import users as bff_users
 from teamgram.bff.rpc import Dispatcher
 from teamgram.config import ServerConfig
 from teamgram.infra.database import DatabaseError, open_database
+from teamgram.infra.group_commit import GroupCommit
+from teamgram.infra.ratelimit import TokenBuckets
 from teamgram.interface.gnetway.gateway import Gateway
 from teamgram.interface.httpserver.server import HttpServer
 from teamgram.interface.session.host import SessionHost
+from teamgram.messenger.msg.service import MsgService
+from teamgram.messenger.sync.service import SyncService
 from teamgram.mtproto.crypto.rsa import ServerKey, load_or_create_server_key
 from teamgram.service.authsession.service import AuthSessionService
 from teamgram.service.biz.contacts import ContactService
+from teamgram.service.biz.dialog import DialogService
 from teamgram.service.biz.privacy import PrivacyService
 from teamgram.service.biz.users import UserService, load_secret
 from teamgram.service.idgen.service import IdGenService
@@ -47,6 +55,9 @@ ROUTERS = (
     bff_account.router,
     bff_contacts.router,
     bff_updates.router,
+    bff_messages.router,
+    bff_dialogs.router,
+    bff_drafts.router,
 )
 
 
@@ -61,6 +72,11 @@ class Server:
         self.contacts: ContactService
         self.privacy: PrivacyService
         self.status: StatusService
+        self.writer: GroupCommit
+        self.sync: SyncService
+        self.dialogs: DialogService
+        self.msg: MsgService
+        self.send_flood: TokenBuckets
         self.session_host: SessionHost
         self.gateway: Gateway
         self.http: HttpServer
@@ -81,6 +97,16 @@ class Server:
         self.status = StatusService(self.users, self.contacts, self.session_host.push_to_user)
         self.users.plug(contacts=self.contacts, privacy=self.privacy, presence=self.status)
         self.session_host.on_user_offline.append(self.status.on_user_offline)
+        host = self.session_host
+        self.writer = GroupCommit(self.engine)
+        self.writer.start()
+        self.sync = SyncService(
+            self.engine,
+            lambda user, updates, key: host.push_to_user(user, updates, exclude_key=key),
+        )
+        self.dialogs = DialogService(self.engine)
+        self.msg = MsgService(self.engine, self.writer, self.sync, self.dialogs)
+        self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)
         self.session_host.start()
         self.gateway = Gateway(cfg.gnetway, self.server_keys, self.session_host, self.authsession)
         await self.gateway.start()
@@ -107,6 +133,8 @@ class Server:
             await self.session_host.stop()
         with suppress(Exception):
             await self.status.close()
+        with suppress(Exception):
+            await self.writer.stop()
         with suppress(Exception):
             await self.authsession.close()
         if self.engine is not None:

@@ -69,7 +69,7 @@ async def get_config(ctx: RequestContext, req: fn.help.GetConfig) -> types.Confi
         call_packet_timeout_ms=10000,
         me_url_prefix="https://t.me/",
         caption_length_max=1024,
-        message_length_max=4096,
+        message_length_max=ctx.server.config.messages.message_length_max,
         webfile_dc_id=ctx.server.config.dc_id,
         suggested_lang_code="en",
         lang_pack_version=0,

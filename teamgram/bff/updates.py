@@ -1,37 +1,99 @@
-"""bff ``updates.*``: the update state a client starts from, and catching up.
+"""bff ``updates.*``: the state a device starts from, and what it missed.
 
-Until messages exist (a later issue gives pts/qts/seq their meaning through the
-sync service) the state is the same small valid one for everybody: pts 1 (the
-first pts-carrying update will be pts 2; Telethon treats pts 0 as "no state" and
-would re-fetch it on every connect), qts 0 (no secret chats), seq 0.
-``getDifference`` answers ``differenceEmpty``: nothing was missed, and the
-client keeps its state.
+Both read sync's committed state and log (see teamgram.messenger.sync).
+getDifference returns the logged updates after the device's pts in log order:
+new messages in ``new_messages``, everything else in ``other_updates``, with the
+users they mention; a long gap comes in slices (``differenceSlice``), a gap too
+long to replay as ``differenceTooLong`` (the device reloads its dialogs).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from teamgram.bff.rpc import RequestContext, Router
+from teamgram.messenger.sync.service import state_tl
 from teamgram.tl import functions as fn
 from teamgram.tl import types
 
 router = Router()
 
-INITIAL_PTS = 1
-INITIAL_QTS = 0
-INITIAL_SEQ = 0
+
+def _me(ctx: RequestContext) -> int:
+    assert ctx.user_id is not None
+    return ctx.user_id
 
 
 @router(fn.updates.GetState)
 async def get_state(ctx: RequestContext, req: fn.updates.GetState) -> types.updates.State:
-    return types.updates.State(
-        pts=INITIAL_PTS, qts=INITIAL_QTS, date=int(time.time()), seq=INITIAL_SEQ, unread_count=0
-    )
+    me = _me(ctx)
+    state = await ctx.server.sync.get_state(me)
+    return state_tl(state, await ctx.server.dialogs.unread_total(me))
+
+
+def _peer_users(obj: Any, out: set[int]) -> None:
+    """User ids a client needs to show ``obj`` (a Message or an Update)."""
+    for name in ("from_id", "peer_id", "peer"):
+        p = getattr(obj, name, None)
+        if isinstance(p, types.DialogPeer):
+            p = p.peer
+        if isinstance(p, types.PeerUser):
+            out.add(p.user_id)
+    fwd = getattr(obj, "fwd_from", None)
+    if fwd is not None:
+        for p in (fwd.from_id, fwd.saved_from_peer):
+            if isinstance(p, types.PeerUser):
+                out.add(p.user_id)
+    user_id = getattr(obj, "user_id", None)
+    if isinstance(user_id, int):
+        out.add(user_id)
+    message = getattr(obj, "message", None)
+    if message is not None and not isinstance(message, str):
+        _peer_users(message, out)
 
 
 @router(fn.updates.GetDifference)
-async def get_difference(
-    ctx: RequestContext, req: fn.updates.GetDifference
-) -> types.updates.DifferenceEmpty:
-    return types.updates.DifferenceEmpty(date=int(time.time()), seq=INITIAL_SEQ)
+async def get_difference(ctx: RequestContext, req: fn.updates.GetDifference) -> Any:
+    me = _me(ctx)
+    limit = ctx.server.config.messages.difference_limit
+    if req.pts_limit:
+        limit = max(1, min(limit, req.pts_limit))
+    diff = await ctx.server.sync.difference(
+        me, req.pts, req.date, limit=limit, total_limit=req.pts_total_limit
+    )
+    if diff.too_long:
+        return types.updates.DifferenceTooLong(pts=diff.state.pts)
+    if not diff.updates:
+        if req.pts < diff.state.pts:  # entries gone (never, unless trimmed): start over
+            return types.updates.DifferenceTooLong(pts=diff.state.pts)
+        return types.updates.DifferenceEmpty(date=int(time.time()), seq=diff.state.seq)
+    new_messages: list[Any] = []
+    other: list[Any] = []
+    ids: set[int] = {me}
+    for entry in diff.updates:
+        upd = entry.update
+        if isinstance(upd, types.UpdateNewMessage):
+            new_messages.append(upd.message)
+        else:
+            other.append(upd)
+        _peer_users(upd, ids)
+    users = await ctx.server.users.users_for(me, sorted(ids))
+    state = state_tl(diff.state, await ctx.server.dialogs.unread_total(me))
+    if diff.partial:
+        return types.updates.DifferenceSlice(
+            new_messages=new_messages,
+            new_encrypted_messages=[],
+            other_updates=other,
+            chats=[],
+            users=users,
+            intermediate_state=state,
+        )
+    return types.updates.Difference(
+        new_messages=new_messages,
+        new_encrypted_messages=[],
+        other_updates=other,
+        chats=[],
+        users=users,
+        state=state,
+    )

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -31,6 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 log = logging.getLogger("teamgram.database")
 
 metadata = sa.MetaData()
+# Binary column for serialized TL that may exceed 64 KiB (MySQL's BLOB): MEDIUMBLOB there.
+BLOB = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+# Text up to 16 MiB on MySQL (TEXT stops at 64 KiB); TEXT elsewhere.
+LONG_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 # Driver for a URL that names none; every engine needs an asyncio driver here.
@@ -199,3 +204,30 @@ async def open_database(url: str | URL) -> AsyncEngine:
         ".".join(map(str, engine.dialect.server_version_info or ())),
     )
     return engine
+
+
+def upsert(dialect: str, table: sa.Table, values: dict[str, Any], update: dict[str, Any]) -> Any:
+    """INSERT ... or UPDATE on a primary-key conflict, in ``dialect``'s own syntax.
+
+    ``update`` values may use the table's columns (``t.c.n + 1``): they name the
+    existing row's values on every engine.
+    """
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        return mysql_insert(table).values(**values).on_duplicate_key_update(**update)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (
+            pg_insert(table)
+            .values(**values)
+            .on_conflict_do_update(index_elements=list(table.primary_key.columns), set_=update)
+        )
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return (
+        sqlite_insert(table)
+        .values(**values)
+        .on_conflict_do_update(index_elements=list(table.primary_key.columns), set_=update)
+    )

@@ -2,7 +2,9 @@
 
 from alembic import context
 
-import teamgram.service.authsession.tables  # each registers its tables
+import teamgram.messenger.msg.tables  # each registers its tables
+import teamgram.messenger.sync.tables
+import teamgram.service.authsession.tables
 import teamgram.service.biz.tables
 import teamgram.service.idgen.tables  # noqa: F401
 from teamgram.infra.database import metadata

@@ -380,12 +380,22 @@ class SessionHost:
         return list(self.by_user.get(user_id, ()))
 
     def push_to_user(
-        self, user_id: int, updates: Any, exclude: HostedSession | None = None
+        self,
+        user_id: int,
+        updates: Any,
+        exclude: HostedSession | None = None,
+        exclude_key: int | None = None,
     ) -> None:
-        """Send an ``Updates`` object to every live session of a user."""
+        """Send an ``Updates`` object to every live session of a user.
+
+        ``exclude_key``: skip the device (auth key, temporary keys included) that
+        caused the update; it learns of it from its answer.
+        """
         now = time.time()
         for hosted in self.by_user.get(user_id, ()):
             if hosted is exclude or hosted.mt.no_updates:
+                continue
+            if exclude_key is not None and hosted.key.effective_id == exclude_key:
                 continue
             hosted.mt.add_update(codec_for(hosted.key.layer).encode(updates), now)
             self._schedule_flush(hosted)

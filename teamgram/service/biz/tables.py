@@ -1,4 +1,4 @@
-"""Tables owned by biz: users, usernames, privacy, contacts, blocks (migration 0002)."""
+"""Tables owned by biz: users, usernames, privacy, contacts, blocks (0002), dialogs (0004)."""
 
 import sqlalchemy as sa
 
@@ -49,4 +49,24 @@ blocked = sa.Table(
     sa.Column("owner_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("peer_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# One row per (user, peer) conversation: what getDialogs lists (migration 0004).
+dialogs = sa.Table(
+    "dialogs",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("peer_type", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("peer_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("top_message", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("top_date", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("read_inbox_max_id", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("read_outbox_max_id", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("unread_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("unread_mark", sa.Boolean, nullable=False, server_default=sa.false()),
+    # 0: not pinned; otherwise the position among pinned dialogs (1 = top).
+    sa.Column("pinned", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("folder_id", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("draft", sa.LargeBinary, nullable=True),  # DraftMessage
+    sa.Index("ix_dialogs_order", "user_id", "top_date"),
 )

@@ -1,0 +1,524 @@
+"""bff ``messages.*`` for private chats and Saved Messages: send, read, edit, delete, search.
+
+Handlers check what the client sent (Telegram's error names), resolve peers with
+the caller's access hashes, prepare the ``User`` objects each receiver's updates
+carry, and hand the change to the msg service, which stores it and pushes the
+updates after commit. The calling device gets the answer instead of a push
+(its auth key is excluded), as Telegram does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from teamgram.bff.rpc import RequestContext, Router
+from teamgram.errors import RpcError
+from teamgram.messenger.msg.records import (
+    FLAG_HAS_URL,
+    FLAG_NO_WEBPAGE,
+    FLAG_SILENT,
+    MEDIA_AUDIO,
+    MEDIA_DOCUMENT,
+    MEDIA_GIF,
+    MEDIA_PHOTO,
+    MEDIA_ROUND,
+    MEDIA_VIDEO,
+    MEDIA_VOICE,
+    MessageRecord,
+    has_url,
+    pack_vector,
+    unpack,
+)
+from teamgram.messenger.msg.service import NewMessage
+from teamgram.messenger.msg.tables import messages as messages_table
+from teamgram.service.biz.contacts import contacts_hash
+from teamgram.service.biz.peers import PEER_USER, PeerKey, peer_key, peer_tl
+from teamgram.tl import functions as fn
+from teamgram.tl import types
+
+router = Router()
+
+# getHistory / search: Telegram's largest page.
+PAGE_MAX = 100
+# Reactions a non-premium user may put on one message.
+REACTIONS_MAX = 1
+
+
+# ------------------------------------------------------------------ helpers
+def _me(ctx: RequestContext) -> int:
+    assert ctx.user_id is not None
+    return ctx.user_id
+
+
+def _key(ctx: RequestContext) -> int:
+    return ctx.auth_key.effective_id
+
+
+async def resolve_peer(ctx: RequestContext, input_peer: Any) -> PeerKey:
+    """An InputPeer naming an existing user (or self); PEER_ID_INVALID otherwise."""
+    me = _me(ctx)
+    peer = ctx.server.users.resolve_input_peer(me, input_peer)
+    key = peer_key(peer)
+    if key[0] != PEER_USER:
+        raise RpcError(400, "PEER_ID_INVALID")
+    if key[1] != me and await ctx.server.users.get(key[1]) is None:
+        raise RpcError(400, "PEER_ID_INVALID")
+    return key
+
+
+def _dialog_input_peer(input_dialog_peer: Any) -> Any:
+    if isinstance(input_dialog_peer, types.InputDialogPeer):
+        return input_dialog_peer.peer
+    raise RpcError(400, "PEER_ID_INVALID")
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def check_text(ctx: RequestContext, text: str, allow_empty: bool = False) -> None:
+    if not allow_empty and not text.strip():
+        raise RpcError(400, "MESSAGE_EMPTY")
+    if len(text) > ctx.server.config.messages.message_length_max:
+        raise RpcError(400, "MESSAGE_TOO_LONG")
+
+
+def clean_entities(ctx: RequestContext, text: str, entities: list[Any] | None) -> list[Any] | None:
+    """Entities as stored: inside the text (ENTITY_BOUNDS_INVALID), mentions resolved."""
+    if not entities:
+        return None
+    size = utf16_len(text)
+    out: list[Any] = []
+    for e in entities:
+        offset, length = getattr(e, "offset", -1), getattr(e, "length", 0)
+        if offset < 0 or length <= 0 or offset + length > size:
+            raise RpcError(400, "ENTITY_BOUNDS_INVALID")
+        if isinstance(e, types.InputMessageEntityMentionName):
+            try:
+                uid = ctx.server.users.resolve_input_user(_me(ctx), e.user_id)
+            except RpcError:
+                continue  # Telegram drops a mention of someone the sender cannot name
+            e = types.MessageEntityMentionName(offset=offset, length=length, user_id=uid)
+        out.append(e)
+    return out or None
+
+
+def check_flood(ctx: RequestContext, n: int = 1) -> None:
+    wait = ctx.server.send_flood.take(_me(ctx), n)
+    if wait:
+        raise RpcError(420, f"FLOOD_WAIT_{wait}")
+
+
+def reply_to_id(reply_to: Any) -> int | None:
+    if isinstance(reply_to, types.InputReplyToMessage) and reply_to.reply_to_msg_id:
+        return int(reply_to.reply_to_msg_id)
+    return None
+
+
+async def views_for(
+    ctx: RequestContext,
+    peer: PeerKey,
+    extra: frozenset[int] | set[int] = frozenset(),
+) -> dict[int, list[Any]]:  # type: ignore[assignment]
+    """The User objects each receiver of a private-chat update needs."""
+    me = _me(ctx)
+    ids = sorted({me, *extra} | ({peer[1]} if peer[0] == PEER_USER else set()))
+    receivers = {me} | ({peer[1]} if peer[0] == PEER_USER else set())
+    return {u: await ctx.server.users.users_for(u, ids) for u in receivers}
+
+
+async def users_of(
+    ctx: RequestContext,
+    recs: list[MessageRecord],
+    more: frozenset[int] | set[int] = frozenset(),
+) -> list[Any]:  # type: ignore[assignment]
+    ids: set[int] = set(more)
+    for r in recs:
+        ids |= r.user_ids()
+    return await ctx.server.users.users_for(_me(ctx), sorted(ids))
+
+
+async def messages_answer(
+    ctx: RequestContext, recs: list[MessageRecord], total: int | None = None
+) -> Any:
+    msgs = await ctx.server.msg.views(_me(ctx), recs)
+    users = await users_of(ctx, recs)
+    if total is None or total <= len(recs):
+        return types.messages.Messages(topics=[], messages=msgs, chats=[], users=users)
+    return types.messages.MessagesSlice(
+        topics=[], count=total, messages=msgs, chats=[], users=users
+    )
+
+
+def history_hash(recs: list[MessageRecord]) -> int:
+    """Telegram's hash over the ids (and edit dates) of a page, as clients compute it."""
+    values: list[int] = []
+    for r in recs:
+        values.append(r.id)
+        values.append(r.edit_date or 0)
+    return contacts_hash(values)
+
+
+# -------------------------------------------------------------------- send
+@router(fn.messages.SendMessage)
+async def send_message(ctx: RequestContext, req: fn.messages.SendMessage) -> Any:
+    me = _me(ctx)
+    peer = await resolve_peer(ctx, req.peer)
+    check_text(ctx, req.message)
+    entities = clean_entities(ctx, req.message, req.entities)
+    check_flood(ctx)
+    flags = (FLAG_SILENT if req.silent else 0) | (FLAG_NO_WEBPAGE if req.no_webpage else 0)
+    if has_url(req.message, entities):
+        flags |= FLAG_HAS_URL
+    item = NewMessage(
+        text=req.message,
+        entities=pack_vector(entities),
+        random_id=req.random_id,
+        reply_to_id=reply_to_id(req.reply_to),
+        flags=flags,
+    )
+    blocked = peer[1] != me and me in await ctx.server.contacts.blocked_of(peer[1])
+    sent = await ctx.server.msg.send(
+        me,
+        peer,
+        [item],
+        await views_for(ctx, peer),
+        _key(ctx),
+        clear_draft=req.clear_draft,
+        deliver_to_peer=not blocked,
+    )
+    s = sent[0]
+    return types.UpdateShortSentMessage(
+        out=True,
+        id=s.record.id,
+        pts=s.pts,
+        pts_count=1,
+        date=s.record.date,
+        entities=unpack(s.record.entities),
+    )
+
+
+@router(fn.messages.ForwardMessages)
+async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages) -> Any:
+    me = _me(ctx)
+    from_peer = await resolve_peer(ctx, req.from_peer)
+    to_peer = await resolve_peer(ctx, req.to_peer)
+    if not req.id or len(req.id) != len(req.random_id) or len(req.id) > PAGE_MAX:
+        raise RpcError(400, "RANDOM_ID_INVALID" if req.id else "MESSAGE_IDS_EMPTY")
+    found = await ctx.server.msg.get(me, list(req.id))
+    items: list[NewMessage] = []
+    for msg_id, random_id in zip(req.id, req.random_id, strict=True):
+        rec = found.get(msg_id)
+        if rec is None or rec.peer != from_peer or rec.action is not None:
+            continue
+        items.append(_forwarded(rec, from_peer, to_peer, me, random_id, req))
+    if not items:
+        raise RpcError(400, "MESSAGE_ID_INVALID")
+    check_flood(ctx, len(items))
+    blocked = to_peer[1] != me and me in await ctx.server.contacts.blocked_of(to_peer[1])
+    extra = set().union(*(r.user_ids() for r in found.values()))
+    views = await views_for(ctx, to_peer, extra)
+    sent = await ctx.server.msg.send(
+        me, to_peer, items, views, _key(ctx), deliver_to_peer=not blocked
+    )
+    updates: list[Any] = []
+    for s, item in zip(sent, items, strict=True):
+        updates.append(types.UpdateMessageID(id=s.record.id, random_id=item.random_id or 0))
+    for s in sent:
+        updates.append(types.UpdateNewMessage(message=s.record.to_tl(), pts=s.pts, pts_count=1))
+    return types.Updates(
+        updates=updates, users=views.get(me, []), chats=[], date=int(time.time()), seq=0
+    )
+
+
+def _forwarded(
+    rec: MessageRecord,
+    from_peer: PeerKey,
+    to_peer: PeerKey,
+    me: int,
+    random_id: int,
+    req: fn.messages.ForwardMessages,
+) -> NewMessage:
+    fwd: bytes | None = None
+    if not req.drop_author:
+        header = unpack(rec.fwd_from)
+        if header is None:
+            header = types.MessageFwdHeader(
+                date=rec.date, from_id=types.PeerUser(user_id=rec.from_id)
+            )
+        if to_peer == (PEER_USER, me):  # Saved Messages remember where it came from
+            header.saved_from_peer = peer_tl(*from_peer)
+            header.saved_from_msg_id = rec.id
+        fwd = header.to_bytes()
+    text, entities = rec.text, rec.entities
+    if req.drop_media_captions and rec.media is not None:
+        text, entities = "", None
+    flags = rec.flags & FLAG_HAS_URL
+    if req.silent:
+        flags |= FLAG_SILENT
+    return NewMessage(
+        text=text,
+        entities=entities,
+        random_id=random_id,
+        fwd_from=fwd,
+        media=rec.media,
+        media_kind=rec.media_kind,
+        flags=flags,
+        grouped_id=rec.grouped_id,
+    )
+
+
+@router(fn.messages.SetTyping)
+async def set_typing(ctx: RequestContext, req: fn.messages.SetTyping) -> bool:
+    me = _me(ctx)
+    peer = await resolve_peer(ctx, req.peer)
+    if peer[1] != me and me not in await ctx.server.contacts.blocked_of(peer[1]):
+        update = types.UpdateShort(
+            update=types.UpdateUserTyping(user_id=me, action=req.action),
+            date=int(time.time()),
+        )
+        ctx.server.sync.push_now(peer[1], update)
+    return True
+
+
+# -------------------------------------------------------------------- read
+@router(fn.messages.GetHistory)
+async def get_history(ctx: RequestContext, req: fn.messages.GetHistory) -> Any:
+    peer = await resolve_peer(ctx, req.peer)
+    limit = max(0, min(req.limit or PAGE_MAX, PAGE_MAX))
+    recs, total = await ctx.server.msg.history(
+        _me(ctx),
+        peer,
+        offset_id=req.offset_id,
+        offset_date=req.offset_date,
+        add_offset=req.add_offset,
+        limit=limit,
+        max_id=req.max_id,
+        min_id=req.min_id,
+    )
+    if req.hash and req.hash == history_hash(recs):
+        return types.messages.MessagesNotModified(count=total)
+    return await messages_answer(ctx, recs, total)
+
+
+@router(fn.messages.GetMessages)
+async def get_messages(ctx: RequestContext, req: fn.messages.GetMessages) -> Any:
+    me = _me(ctx)
+    wanted: list[int | None] = []
+    for m in req.id:
+        if isinstance(m, types.InputMessageID):
+            wanted.append(m.id)
+        else:
+            wanted.append(None)
+    found = await ctx.server.msg.get(me, [w for w in wanted if w is not None])
+    replies: dict[int, int] = {}
+    for m in req.id:
+        if isinstance(m, types.InputMessageReplyTo):
+            base = (await ctx.server.msg.get(me, [m.id])).get(m.id)
+            if base is not None and base.reply_to_id:
+                replies[m.id] = base.reply_to_id
+    if replies:
+        found.update(await ctx.server.msg.get(me, list(replies.values())))
+    recs: list[MessageRecord] = []
+    out: list[Any] = []
+    views = {
+        r.id: v
+        for r, v in zip(
+            found.values(), await ctx.server.msg.views(me, list(found.values())), strict=True
+        )
+    }
+    for m, w in zip(req.id, wanted, strict=True):
+        if isinstance(m, types.InputMessageReplyTo):
+            w = replies.get(m.id)
+        if w is not None and w in found:
+            recs.append(found[w])
+            out.append(views[w])
+        else:
+            out.append(types.MessageEmpty(id=int(w or getattr(m, "id", 0) or 0)))
+    return types.messages.Messages(
+        topics=[], messages=out, chats=[], users=await users_of(ctx, recs)
+    )
+
+
+_FILTER_KINDS: dict[type, tuple[int, ...]] = {
+    types.InputMessagesFilterPhotos: (MEDIA_PHOTO,),
+    types.InputMessagesFilterVideo: (MEDIA_VIDEO,),
+    types.InputMessagesFilterPhotoVideo: (MEDIA_PHOTO, MEDIA_VIDEO),
+    types.InputMessagesFilterDocument: (MEDIA_DOCUMENT,),
+    types.InputMessagesFilterGif: (MEDIA_GIF,),
+    types.InputMessagesFilterVoice: (MEDIA_VOICE,),
+    types.InputMessagesFilterMusic: (MEDIA_AUDIO,),
+    types.InputMessagesFilterRoundVoice: (MEDIA_ROUND, MEDIA_VOICE),
+    types.InputMessagesFilterRoundVideo: (MEDIA_ROUND,),
+}
+
+
+def search_filters(
+    q: str, flt: Any, min_date: int, max_date: int, from_id: int | None
+) -> list[Any]:
+    m = messages_table
+    where: list[Any] = []
+    if q:
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(m.c.text.isnot(None))
+        where.append(_lower(m.c.text).like(f"%{escaped}%", escape="\\"))
+    if isinstance(flt, types.InputMessagesFilterUrl):
+        where.append(m.c.flags.op("&")(FLAG_HAS_URL) != 0)
+    elif isinstance(flt, types.InputMessagesFilterPinned):
+        where.append(m.c.flags.op("&")(2) != 0)
+    elif type(flt) in _FILTER_KINDS:
+        where.append(m.c.media_kind.in_(_FILTER_KINDS[type(flt)]))
+    elif not isinstance(flt, types.InputMessagesFilterEmpty):
+        where.append(m.c.id < 0)  # a kind of content this server never stores: nothing
+    if min_date:
+        where.append(m.c.date >= min_date)
+    if max_date:
+        where.append(m.c.date <= max_date)
+    if from_id is not None:
+        where.append(m.c.from_id == from_id)
+    where.append(m.c.action.is_(None))
+    return where
+
+
+def _lower(col: Any) -> Any:
+    import sqlalchemy as sa
+
+    return sa.func.lower(col)
+
+
+@router(fn.messages.Search)
+async def search(ctx: RequestContext, req: fn.messages.Search) -> Any:
+    me = _me(ctx)
+    peer: PeerKey | None = None
+    if not isinstance(req.peer, types.InputPeerEmpty):
+        peer = await resolve_peer(ctx, req.peer)
+    from_id = None
+    if req.from_id is not None:
+        from_id = peer_key(ctx.server.users.resolve_input_peer(me, req.from_id))[1]
+    limit = max(0, min(req.limit or PAGE_MAX, PAGE_MAX))
+    recs, total = await ctx.server.msg.history(
+        me,
+        peer,
+        offset_id=req.offset_id,
+        add_offset=req.add_offset,
+        limit=limit,
+        max_id=req.max_id,
+        min_id=req.min_id,
+        where=search_filters(req.q, req.filter, req.min_date, req.max_date, from_id),
+    )
+    return await messages_answer(ctx, recs, total)
+
+
+@router(fn.messages.SearchGlobal)
+async def search_global(ctx: RequestContext, req: fn.messages.SearchGlobal) -> Any:
+    if req.broadcasts_only or req.groups_only:
+        return types.messages.Messages(topics=[], messages=[], chats=[], users=[])
+    limit = max(0, min(req.limit or PAGE_MAX, PAGE_MAX))
+    recs, total = await ctx.server.msg.history(
+        _me(ctx),
+        None,
+        offset_id=req.offset_id,
+        limit=limit,
+        where=search_filters(req.q, req.filter, req.min_date, req.max_date, None),
+    )
+    msgs = await ctx.server.msg.views(_me(ctx), recs)
+    users = await users_of(ctx, recs)
+    return types.messages.MessagesSlice(
+        topics=[],
+        count=total,
+        messages=msgs,
+        chats=[],
+        users=users,
+        next_rate=recs[-1].date if len(recs) == limit and recs else None,
+    )
+
+
+# -------------------------------------------------------------- edit, delete
+@router(fn.messages.EditMessage)
+async def edit_message(ctx: RequestContext, req: fn.messages.EditMessage) -> Any:
+    me = _me(ctx)
+    peer = await resolve_peer(ctx, req.peer)
+    if req.media is not None:
+        raise RpcError(400, "MEDIA_INVALID")  # editing media comes with files and media
+    text = req.message
+    entities = None
+    flags = 0
+    if text is not None:
+        check_text(ctx, text)
+        ents = clean_entities(ctx, text, req.entities)
+        entities = pack_vector(ents)
+        flags = FLAG_HAS_URL if has_url(text, ents) else 0
+    views = await views_for(ctx, peer)
+    _, update = await ctx.server.msg.edit(
+        me, peer, req.id, text, entities, views, _key(ctx), flags_set=flags
+    )
+    return types.Updates(
+        updates=[update], users=views.get(me, []), chats=[], date=int(time.time()), seq=0
+    )
+
+
+@router(fn.messages.DeleteMessages)
+async def delete_messages(ctx: RequestContext, req: fn.messages.DeleteMessages) -> Any:
+    res = await ctx.server.msg.delete(_me(ctx), list(req.id), req.revoke, _key(ctx))
+    return types.messages.AffectedMessages(pts=res.pts, pts_count=res.pts_count)
+
+
+@router(fn.messages.DeleteHistory)
+async def delete_history(ctx: RequestContext, req: fn.messages.DeleteHistory) -> Any:
+    peer = await resolve_peer(ctx, req.peer)
+    res = await ctx.server.msg.delete_history(
+        _me(ctx), peer, req.max_id, req.revoke, req.just_clear, _key(ctx)
+    )
+    return types.messages.AffectedHistory(
+        pts=res.pts, pts_count=res.pts_count, offset=1 if res.more else 0
+    )
+
+
+@router(fn.messages.ReadHistory)
+async def read_history(ctx: RequestContext, req: fn.messages.ReadHistory) -> Any:
+    peer = await resolve_peer(ctx, req.peer)
+    res = await ctx.server.msg.read_history(_me(ctx), peer, req.max_id, _key(ctx))
+    return types.messages.AffectedMessages(pts=res.pts, pts_count=res.pts_count)
+
+
+@router(fn.messages.ReadMessageContents)
+async def read_message_contents(ctx: RequestContext, req: fn.messages.ReadMessageContents) -> Any:
+    # No voice notes or mentions to mark yet: nothing changes, the pts stays.
+    state = await ctx.server.sync.get_state(_me(ctx))
+    return types.messages.AffectedMessages(pts=state.pts, pts_count=0)
+
+
+@router(fn.messages.ReceivedMessages)
+async def received_messages(ctx: RequestContext, req: fn.messages.ReceivedMessages) -> list[Any]:
+    return []
+
+
+@router(fn.messages.UpdatePinnedMessage)
+async def update_pinned_message(ctx: RequestContext, req: fn.messages.UpdatePinnedMessage) -> Any:
+    me = _me(ctx)
+    peer = await resolve_peer(ctx, req.peer)
+    views = await views_for(ctx, peer)
+    updates = await ctx.server.msg.set_pinned(
+        me, peer, req.id, req.unpin, req.pm_oneside, req.silent, views, _key(ctx)
+    )
+    return types.Updates(
+        updates=updates, users=views.get(me, []), chats=[], date=int(time.time()), seq=0
+    )
+
+
+@router(fn.messages.SendReaction)
+async def send_reaction(ctx: RequestContext, req: fn.messages.SendReaction) -> Any:
+    me = _me(ctx)
+    peer = await resolve_peer(ctx, req.peer)
+    emoticons: list[str] = []
+    for r in req.reaction or ():
+        if not isinstance(r, types.ReactionEmoji) or not r.emoticon or len(r.emoticon) > 8:
+            raise RpcError(400, "REACTION_INVALID")
+        if r.emoticon not in emoticons:
+            emoticons.append(r.emoticon)
+    if len(emoticons) > REACTIONS_MAX:
+        raise RpcError(400, "REACTIONS_TOO_MANY")
+    update = await ctx.server.msg.react(me, peer, req.msg_id, emoticons, _key(ctx))
+    users = await ctx.server.users.users_for(me, sorted({me, peer[1]}))
+    return types.Updates(updates=[update], users=users, chats=[], date=int(time.time()), seq=0)

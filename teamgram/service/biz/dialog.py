@@ -1,0 +1,232 @@
+"""biz/dialog: each user's conversations (what ``messages.getDialogs`` lists).
+
+A dialog row keeps what a message box alone does not say cheaply: the top
+message, read positions both ways, the unread count, the draft, pin position and
+unread mark. The msg service changes it inside the same transaction as the
+messages it describes (the ``Tx`` methods), so a dialog never points at a message
+that was rolled back. Ordering follows Telegram: pinned dialogs first, in their
+pinned order, then by the date of the top message, newest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from teamgram.infra.database import upsert
+from teamgram.infra.group_commit import Tx
+from teamgram.service.biz.peers import PeerKey
+from teamgram.service.biz.tables import dialogs
+from teamgram.tl import decode
+
+# Telegram's limit of pinned dialogs in the main list for a non-premium account.
+PINNED_MAX = 5
+
+
+@dataclass(slots=True)
+class DialogRecord:
+    user_id: int
+    peer_type: int
+    peer_id: int
+    top_message: int = 0
+    top_date: int = 0
+    read_inbox_max_id: int = 0
+    read_outbox_max_id: int = 0
+    unread_count: int = 0
+    unread_mark: bool = False
+    pinned: int = 0
+    folder_id: int = 0
+    draft: bytes | None = None
+
+    @property
+    def peer(self) -> PeerKey:
+        return self.peer_type, self.peer_id
+
+    def draft_tl(self) -> Any:
+        return decode(self.draft) if self.draft else None
+
+
+def _record(row: Any) -> DialogRecord:
+    return DialogRecord(
+        user_id=row.user_id,
+        peer_type=row.peer_type,
+        peer_id=row.peer_id,
+        top_message=row.top_message,
+        top_date=row.top_date,
+        read_inbox_max_id=row.read_inbox_max_id,
+        read_outbox_max_id=row.read_outbox_max_id,
+        unread_count=row.unread_count,
+        unread_mark=bool(row.unread_mark),
+        pinned=row.pinned,
+        folder_id=row.folder_id,
+        draft=row.draft,
+    )
+
+
+def _where(user_id: int, peer: PeerKey) -> Any:
+    t = dialogs
+    return sa.and_(t.c.user_id == user_id, t.c.peer_type == peer[0], t.c.peer_id == peer[1])
+
+
+class DialogService:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------- in a transaction
+    async def on_message(
+        self, tx: Tx, user_id: int, peer: PeerKey, msg_id: int, date: int, incoming: bool
+    ) -> None:
+        """A new message ``msg_id`` is the dialog's top; incoming ones count as unread."""
+        t = dialogs
+        stmt = upsert(
+            tx.conn.dialect.name,
+            t,
+            {
+                "user_id": user_id,
+                "peer_type": peer[0],
+                "peer_id": peer[1],
+                "top_message": msg_id,
+                "top_date": date,
+                "unread_count": 1 if incoming else 0,
+            },
+            {
+                "top_message": msg_id,
+                "top_date": date,
+                "unread_count": t.c.unread_count + (1 if incoming else 0),
+            },
+        )
+        await tx.conn.execute(stmt)
+
+    async def get_in(self, tx: Tx, user_id: int, peer: PeerKey) -> DialogRecord | None:
+        row = (await tx.conn.execute(sa.select(dialogs).where(_where(user_id, peer)))).first()
+        return _record(row) if row is not None else None
+
+    async def update_in(self, tx: Tx, user_id: int, peer: PeerKey, **values: Any) -> bool:
+        """Set columns of an existing dialog; False when there is none."""
+        res = await tx.conn.execute(dialogs.update().where(_where(user_id, peer)).values(**values))
+        return bool(res.rowcount)
+
+    async def ensure_in(self, tx: Tx, user_id: int, peer: PeerKey, **values: Any) -> None:
+        """Set columns, creating the dialog (empty) if needed: drafts and pins need no message."""
+        stmt = upsert(
+            tx.conn.dialect.name,
+            dialogs,
+            {"user_id": user_id, "peer_type": peer[0], "peer_id": peer[1], **values},
+            values,
+        )
+        await tx.conn.execute(stmt)
+
+    async def delete_in(self, tx: Tx, user_id: int, peer: PeerKey) -> None:
+        await tx.conn.execute(dialogs.delete().where(_where(user_id, peer)))
+
+    async def pinned_in(self, tx: Tx, user_id: int, folder_id: int = 0) -> list[DialogRecord]:
+        t = dialogs
+        rows = await tx.conn.execute(
+            sa.select(t)
+            .where(t.c.user_id == user_id, t.c.pinned > 0, t.c.folder_id == folder_id)
+            .order_by(t.c.pinned)
+        )
+        return [_record(r) for r in rows]
+
+    # ------------------------------------------------------------------ reads
+    async def get(self, user_id: int, peer: PeerKey) -> DialogRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(dialogs).where(_where(user_id, peer)))).first()
+        return _record(row) if row is not None else None
+
+    async def get_many(self, user_id: int, peers: list[PeerKey]) -> dict[PeerKey, DialogRecord]:
+        if not peers:
+            return {}
+        t = dialogs
+        conds = [sa.and_(t.c.peer_type == p[0], t.c.peer_id == p[1]) for p in set(peers)]
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(t).where(t.c.user_id == user_id, sa.or_(*conds)))
+            return {(r.peer_type, r.peer_id): _record(r) for r in rows}
+
+    async def pinned(self, user_id: int, folder_id: int = 0) -> list[DialogRecord]:
+        t = dialogs
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t)
+                .where(t.c.user_id == user_id, t.c.pinned > 0, t.c.folder_id == folder_id)
+                .order_by(t.c.pinned)
+            )
+            return [_record(r) for r in rows]
+
+    async def page(
+        self,
+        user_id: int,
+        folder_id: int,
+        offset_date: int,
+        offset_id: int,
+        limit: int,
+        exclude_pinned: bool,
+    ) -> tuple[list[DialogRecord], int]:
+        """One page of the dialog list and the total number of listed dialogs.
+
+        The first page (no offset) starts with the pinned dialogs unless excluded;
+        the rest go by (top date, top message) descending, strictly below the offset.
+        """
+        t = dialogs
+        listed = sa.and_(t.c.user_id == user_id, t.c.folder_id == folder_id, t.c.top_message > 0)
+        out: list[DialogRecord] = []
+        async with self.engine.connect() as conn:
+            total = (
+                await conn.execute(sa.select(sa.func.count()).select_from(t).where(listed))
+            ).scalar_one()
+            first_page = not offset_date and not offset_id
+            if first_page and not exclude_pinned:
+                rows = await conn.execute(
+                    sa.select(t).where(listed, t.c.pinned > 0).order_by(t.c.pinned).limit(limit)
+                )
+                out = [_record(r) for r in rows]
+            cond = [listed, t.c.pinned == 0] if not exclude_pinned else [listed]
+            if not first_page:
+                cond.append(
+                    sa.or_(
+                        t.c.top_date < offset_date,
+                        sa.and_(t.c.top_date == offset_date, t.c.top_message < offset_id),
+                    )
+                    if offset_date
+                    else t.c.top_message < offset_id
+                )
+            if len(out) < limit:
+                rows = await conn.execute(
+                    sa.select(t)
+                    .where(*cond)
+                    .order_by(t.c.top_date.desc(), t.c.top_message.desc())
+                    .limit(limit - len(out))
+                )
+                out.extend(_record(r) for r in rows)
+        return out, int(total)
+
+    async def unread_total(self, user_id: int) -> int:
+        t = dialogs
+        async with self.engine.connect() as conn:
+            n = (
+                await conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(t.c.unread_count), 0)).where(
+                        t.c.user_id == user_id
+                    )
+                )
+            ).scalar_one()
+        return int(n)
+
+    async def with_drafts(self, user_id: int) -> list[DialogRecord]:
+        t = dialogs
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t).where(t.c.user_id == user_id, t.c.draft.is_not(None))
+            )
+            return [_record(r) for r in rows]
+
+    async def unread_marked(self, user_id: int) -> list[DialogRecord]:
+        t = dialogs
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t).where(t.c.user_id == user_id, t.c.unread_mark == sa.true())
+            )
+            return [_record(r) for r in rows]
