@@ -33,6 +33,7 @@ from teamgram.infra.ratelimit import TokenBuckets
 from teamgram.interface.gnetway.gateway import Gateway
 from teamgram.interface.httpserver.server import HttpServer
 from teamgram.interface.session.host import SessionHost
+from teamgram.messenger.msg.notices import ServiceNotices
 from teamgram.messenger.msg.service import MsgService
 from teamgram.messenger.sync.service import SyncService
 from teamgram.mtproto.crypto.rsa import ServerKey, load_or_create_server_key
@@ -77,6 +78,7 @@ class Server:
         self.dialogs: DialogService
         self.msg: MsgService
         self.send_flood: TokenBuckets
+        self.notices: ServiceNotices
         self.session_host: SessionHost
         self.gateway: Gateway
         self.http: HttpServer
@@ -107,6 +109,8 @@ class Server:
         self.dialogs = DialogService(self.engine)
         self.msg = MsgService(self.engine, self.writer, self.sync, self.dialogs)
         self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)
+        self.notices = ServiceNotices(self.msg, self.users, self.authsession)
+        self.authsession.delivery.in_app = self.notices.login_code
         self.session_host.start()
         self.gateway = Gateway(cfg.gnetway, self.server_keys, self.session_host, self.authsession)
         await self.gateway.start()

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from telethon import TelegramClient, errors, functions, types
+from telethon import TelegramClient, errors, events, functions, types
 from telethon.network.connection import ConnectionTcpFull
 
 from teamgram.server import Server
@@ -404,3 +404,33 @@ async def test_account_ttl(start_server: Any, telethon_for: Telethon) -> None:
         assert (await client(functions.account.GetAccountTTLRequest())).days == 180
         with pytest.raises(errors.TtlDaysInvalidError):
             await client(functions.account.SetAccountTTLRequest(types.AccountDaysTTL(5)))
+
+
+# --------------------------------------------------------------------------- code in the app
+
+
+async def test_login_code_arrives_from_777000_on_signed_in_devices(
+    start_server: Any, telethon_for: Telethon
+) -> None:
+    """Telegram's sentCodeTypeApp: the code is a message from the service account."""
+    async with dev_server(start_server) as srv:
+        first = await new_client(telethon_for, srv)
+        user = await sign_up(first, PHONE_A)  # (nobody signed in: no app delivery)
+        got: list[Any] = []
+        first.add_event_handler(lambda e: got.append(e.message), events.NewMessage())
+
+        second = await new_client(telethon_for, srv)
+        sent = await second.send_code_request(PHONE_A)
+        assert isinstance(sent.type, types.auth.SentCodeTypeApp)
+        deadline = asyncio.get_running_loop().time() + 10
+        while not got and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        (message,) = got
+        assert message.sender_id == 777000 and not message.out
+        match = re.search(r"Login code: (\d+)\.", message.message)
+        assert match is not None and match.group(1) == CODE
+        assert message.entities and message.entities[0].length == len(CODE)
+        me = await second.sign_in(PHONE_A, match.group(1), phone_code_hash=sent.phone_code_hash)
+        assert me.id == user.id
+        sender = await first.get_entity(777000)
+        assert sender.first_name == "Telegram" and sender.verified

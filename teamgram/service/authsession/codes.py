@@ -93,10 +93,10 @@ class CodeDelivery:
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
-        # TODO(messaging): set by the messaging service once it exists, to deliver
-        # the code as a message from the service user 777000 to the account's
-        # signed-in sessions (Telegram's sentCodeTypeApp). Until then, codes go to
-        # the log / command / webhook only and sendCode answers sentCodeTypeSms.
+        # Set by the server to msg's ServiceNotices.login_code: the code as a
+        # message from the service user 777000 to the account's signed-in devices
+        # (Telegram's sentCodeTypeApp). Unset (or no device signed in): the log /
+        # command / webhook only, and sendCode answers sentCodeTypeSms.
         self.in_app: InAppSender | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 

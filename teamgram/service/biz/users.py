@@ -39,6 +39,7 @@ from teamgram.tl import TLObject, types
 
 # Telegram's official notifications account ("Telegram", login codes).
 SERVICE_USER_ID = 777000
+SERVICE_PHONE = "42777"
 
 # Telegram's limits for a non-premium account.
 NAME_MAX = 64
@@ -198,10 +199,15 @@ class UserService:
         )
 
     # ------------------------------------------------------------------ records
-    async def create(self, phone: str, first_name: str, last_name: str = "") -> UserRecord:
-        """A new account; PHONE_NUMBER_OCCUPIED if the phone already has one."""
+    async def create(
+        self, phone: str, first_name: str, last_name: str = "", user_id: int | None = None
+    ) -> UserRecord:
+        """A new account; PHONE_NUMBER_OCCUPIED if the phone already has one.
+
+        ``user_id``: a fixed id (the service account); otherwise the next one.
+        """
         rec = UserRecord(
-            id=await self.idgen.next_user_id(),
+            id=user_id if user_id is not None else await self.idgen.next_user_id(),
             phone=phone,
             first_name=first_name,
             last_name=last_name,
@@ -221,6 +227,17 @@ class UserService:
         except IntegrityError as exc:
             raise RpcError(400, "PHONE_NUMBER_OCCUPIED") from exc
         self._cache[rec.id] = rec
+        return rec
+
+    async def ensure_service_user(self) -> UserRecord:
+        """Telegram's notifications account (777000), made on first use."""
+        rec = await self.get(SERVICE_USER_ID)
+        if rec is None:
+            try:
+                rec = await self.create(SERVICE_PHONE, "Telegram", user_id=SERVICE_USER_ID)
+            except RpcError:  # made meanwhile by another process
+                rec = await self.get(SERVICE_USER_ID)
+                assert rec is not None
         return rec
 
     async def get(self, user_id: int) -> UserRecord | None:
@@ -514,6 +531,8 @@ class UserService:
             status=self._status(rec, v),
             deleted=rec.deleted,
             bot=rec.is_bot,
+            verified=rec.id == SERVICE_USER_ID,
+            support=rec.id == SERVICE_USER_ID,
         )
 
     async def users_for(self, viewer_id: int, ids: list[int]) -> list[types.User]:
