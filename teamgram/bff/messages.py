@@ -519,6 +519,7 @@ async def send_reaction(ctx: RequestContext, req: fn.messages.SendReaction) -> A
             emoticons.append(r.emoticon)
     if len(emoticons) > REACTIONS_MAX:
         raise RpcError(400, "REACTIONS_TOO_MANY")
-    update = await ctx.server.msg.react(me, peer, req.msg_id, emoticons, _key(ctx))
     users = await ctx.server.users.users_for(me, sorted({me, peer[1]}))
+    # Nothing awaited after the write: the answer leaves before any later push.
+    update = await ctx.server.msg.react(me, peer, req.msg_id, emoticons, _key(ctx))
     return types.Updates(updates=[update], users=users, chats=[], date=int(time.time()), seq=0)

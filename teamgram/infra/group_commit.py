@@ -44,6 +44,8 @@ class Tx:
     _before: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
     _after: list[Callable[[], None]] = field(default_factory=list)
     _rollback: list[Callable[[], None]] = field(default_factory=list)
+    _marks: list[int] = field(default_factory=list)  # len(_after) after each operation
+    _committed: list[Callable[[], None]] = field(default_factory=list)
     # Free space for services to keep per-transaction state (e.g. dirty counters).
     scratch: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +59,10 @@ class Tx:
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Runs once the batch is durable, in the order registered (delivery order)."""
         self._after.append(hook)
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """Runs right after the commit, before anything else (caches take the new values)."""
+        self._committed.append(hook)
 
     def on_rollback(self, hook: Callable[[], None]) -> None:
         self._rollback.append(hook)
@@ -110,7 +116,9 @@ class GroupCommit:
             self.start()
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Op(fn, fut))
-        return await asyncio.shield(fut)
+        # Not shielded: a cancelled caller cancels only its wait (the operation
+        # still runs), and the result reaches the caller one loop turn sooner.
+        return await fut
 
     async def _run(self) -> None:
         while True:
@@ -141,12 +149,16 @@ class GroupCommit:
             return
         self.batches += 1
         self.operations += len(batch)
-        for hook in tx._after:
-            try:
-                hook()
-            except Exception:
-                log.exception("after-commit hook failed")
-        for op, result in zip(batch, results, strict=True):
+        _run_hooks(tx._committed)
+        # Pushes and answers leave in operation order, all on the next turns of the
+        # loop: op i's pushes, then op i's caller wakes (a handler that builds its
+        # answer without awaiting again queues it at once), then op i+1's... So a
+        # device never sees pts N+1 before the answer carrying its own N.
+        loop = asyncio.get_running_loop()
+        start = 0
+        for op, result, end in zip(batch, results, tx._marks, strict=True):
+            loop.call_soon(_run_hooks, tx._after[start:end])
+            start = end
             if not op.future.done():
                 op.future.set_result(result)
 
@@ -155,7 +167,10 @@ class GroupCommit:
         try:
             async with self.engine.begin() as conn:
                 tx = Tx(conn)
-                results = [await op.fn(tx) for op in batch]
+                results = []
+                for op in batch:
+                    results.append(await op.fn(tx))
+                    tx._marks.append(len(tx._after))
                 await tx._finish()
             return results, tx
         except BaseException:
@@ -166,3 +181,11 @@ class GroupCommit:
                     except Exception:
                         log.exception("rollback hook failed")
             raise
+
+
+def _run_hooks(hooks: list[Callable[[], None]]) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("after-commit hook failed")

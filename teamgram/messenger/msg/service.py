@@ -120,7 +120,7 @@ class MsgService:
         if work is None:
             work = tx.scratch["msg.ids"] = {}
             tx.before_commit(self._write_ids)
-            tx.after_commit(lambda: self._ids_committed(work))
+            tx.on_commit(lambda: self._ids_committed(work))
         slot = work.get(user_id)
         if slot is None:
             last = self._last_ids.get(user_id) if self.cache_counters else None

@@ -134,7 +134,7 @@ class SyncService:
         if dirty is None:
             dirty = tx.scratch["sync.states"] = {}
             tx.before_commit(self._write_states)
-            tx.after_commit(lambda: self._committed(dirty))
+            tx.on_commit(lambda: self._committed(dirty))
         st = dirty.get(user_id)
         if st is not None:
             return st
