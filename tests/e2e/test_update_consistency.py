@@ -335,3 +335,35 @@ async def test_every_device_converges_to_the_server_boxes(
         finally:
             for d in devices:
                 await d.disconnect()
+
+
+async def test_invoke_without_updates_sessions_get_none(server: Server) -> None:
+    """A session that wrapped its calls in invokeWithoutUpdates gets no pushes; others do."""
+    alice = await server.users.create("15550310001", "Alice")
+    bob = await server.users.create("15550310002", "Bob")
+    quiet = Device("quiet", bob.id, server)
+    loud = Device("loud", bob.id, server)
+    sender = Device("alice", alice.id, server)
+    try:
+        for d in (quiet, loud, sender):
+            await d.connect()
+        assert quiet.client is not None
+        pushed: list[Any] = []
+        quiet.client.on_update = pushed.append
+        await quiet.invoke(fn.InvokeWithoutUpdates(query=fn.updates.GetState()))
+        await sender.invoke(
+            fn.messages.SendMessage(
+                peer=_peer(server, alice.id, bob.id), message="psst", random_id=1
+            )
+        )
+        deadline = time.monotonic() + 5
+        while not loud.box and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert [e[1] for e in loud.box.values()] == ["psst"]
+        await asyncio.sleep(0.3)
+        assert pushed == []
+        await quiet.difference()  # it catches up on request instead
+        assert [e[1] for e in quiet.box.values()] == ["psst"]
+    finally:
+        for d in (quiet, loud, sender):
+            await d.disconnect()
