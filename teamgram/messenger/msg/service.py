@@ -836,10 +836,12 @@ class MsgService:
             bounded.append(m.c.id > min_id)
         older = list(bounded)
         newer = list(bounded)
+        # offset_id wins over offset_date (clients send both: the last message's id
+        # and date; ids within one second would be lost to a date bound).
         if offset_id:
             older.append(m.c.id < offset_id)
             newer.append(m.c.id >= offset_id)
-        if offset_date:
+        elif offset_date:
             older.append(m.c.date < offset_date)
             newer.append(m.c.date >= offset_date)
         async with self.engine.connect() as conn:
