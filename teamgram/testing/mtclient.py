@@ -12,7 +12,8 @@ encrypted requests::
 
 It handles msg_id/seqno rules, bad_server_salt (adopt and resend), bad_msg
 time corrections, new_session_created, msgs_ack (both ways), containers,
-rpc_result (gzip_packed too), rpc_error and pong. Raw helpers
+rpc_result (gzip_packed too), rpc_error and pong. Pushed updates (any ``Updates``
+constructor) go to :attr:`MTClient.on_update` when it is set. Raw helpers
 (:meth:`MTClient.send_raw`, :meth:`MTClient.encrypt`) let fuzzers inject bytes.
 
 Operators can run it against a live server (the key is the server's PEM, public
@@ -207,6 +208,9 @@ class MTClient:
         self.session_id = int.from_bytes(os.urandom(8), "little", signed=True)
         self.stats = ClientStats()
         self.error_code: int | None = None
+        # Called (in the read loop) with every pushed ``Updates`` object (updates,
+        # updateShort, updateShortMessage...); None: they go to ``stats.other``.
+        self.on_update: Callable[[Any], None] | None = None
         self._key_id = b""
         self._last_msg_id = 0
         self._seq = 0
@@ -549,6 +553,11 @@ class MTClient:
             assert self.auth is not None
             self.stats.new_sessions += 1
             self.auth.server_salt = obj.server_salt
+        elif self.on_update is not None and getattr(obj, "TL_TYPE", None) == "Updates":
+            try:
+                self.on_update(obj)
+            except Exception:
+                log.exception("on_update failed")
         elif not isinstance(obj, types.MsgsAck):
             self.stats.other.append(obj)
 
