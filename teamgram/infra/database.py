@@ -231,3 +231,52 @@ def upsert(dialect: str, table: sa.Table, values: dict[str, Any], update: dict[s
         .values(**values)
         .on_conflict_do_update(index_elements=list(table.primary_key.columns), set_=update)
     )
+
+
+_UPSERTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+def upsert_many(
+    dialect: str, table: sa.Table, replace: tuple[str, ...], add: tuple[str, ...] = ()
+) -> Any:
+    """An upsert for ``conn.execute(stmt, rows)`` (executemany), built once per shape.
+
+    On a primary-key conflict the ``replace`` columns take the new row's value and
+    the ``add`` columns add it to what is stored (counters).
+    """
+    key = (dialect, table.name, replace, add)
+    stmt = _UPSERTS.get(key)
+    if stmt is not None:
+        return stmt
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        ins = mysql_insert(table)
+        new = ins.inserted
+        stmt = ins.on_duplicate_key_update(
+            {**{c: new[c] for c in replace}, **{c: table.c[c] + new[c] for c in add}}
+        )
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(table)
+        stmt = pg.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={
+                **{c: pg.excluded[c] for c in replace},
+                **{c: table.c[c] + pg.excluded[c] for c in add},
+            },
+        )
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite = sqlite_insert(table)
+        stmt = lite.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={
+                **{c: lite.excluded[c] for c in replace},
+                **{c: table.c[c] + lite.excluded[c] for c in add},
+            },
+        )
+    _UPSERTS[key] = stmt
+    return stmt

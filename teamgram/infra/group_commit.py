@@ -46,12 +46,27 @@ class Tx:
     _rollback: list[Callable[[], None]] = field(default_factory=list)
     _marks: list[int] = field(default_factory=list)  # len(_after) after each operation
     _committed: list[Callable[[], None]] = field(default_factory=list)
+    _flushers: dict[str, Callable[[Tx], Awaitable[None]]] = field(default_factory=dict)
     # Free space for services to keep per-transaction state (e.g. dirty counters).
     scratch: dict[str, Any] = field(default_factory=dict)
 
     def insert_later(self, table: sa.Table, row: dict[str, Any]) -> None:
-        """Queue a row nobody in this batch reads back: inserted in bulk before commit."""
+        """Queue a row: inserted in bulk by :meth:`flush` (at the latest before commit)."""
         self._inserts.setdefault(table, []).append(row)
+
+    def add_flusher(self, key: str, hook: Callable[[Tx], Awaitable[None]]) -> None:
+        """Register (once per ``key``) a writer of state staged in memory, run by :meth:`flush`."""
+        if key not in self._flushers:
+            self._flushers[key] = hook
+
+    async def flush(self) -> None:
+        """Write what is staged: call before reading rows this batch may have staged."""
+        for hook in list(self._flushers.values()):
+            await hook(self)
+        inserts, self._inserts = self._inserts, {}
+        for table, rows in inserts.items():
+            if rows:
+                await self.conn.execute(table.insert(), rows)
 
     def before_commit(self, hook: Callable[[Tx], Awaitable[None]]) -> None:
         self._before.append(hook)
@@ -68,11 +83,10 @@ class Tx:
         self._rollback.append(hook)
 
     async def _finish(self) -> None:
+        await self.flush()
         for hook in self._before:
             await hook(self)
-        for table, rows in self._inserts.items():
-            if rows:
-                await self.conn.execute(table.insert(), rows)
+        await self.flush()
 
 
 @dataclass(slots=True)

@@ -81,6 +81,11 @@ async def test_messaging_persists_on_engine(
             # A message after the restart continues both boxes' ids and pts.
             third = await call(alice, functions.messages.SendMessageRequest(peer, "after"))
             assert third.id == again.id + 1 and third.pts == dup.pts + 2
+            # random_id 77 again, after the restart: the unique index finds the first.
+            late = await call(
+                alice, functions.messages.SendMessageRequest(peer, "late", random_id=77)
+            )
+            assert (late.id, late.pts) == (again.id, again.pts)
             history = await call(
                 bob,
                 functions.messages.GetHistoryRequest(types.InputPeerSelf(), 0, 0, 0, 10, 0, 0, 0),

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
@@ -40,10 +42,19 @@ from teamgram.tl import TLObject, types
 
 # Telegram: messages in private chats can be edited for 48 hours (not in Saved Messages).
 EDIT_TIME_LIMIT = 48 * 3600
+# How long committed random_ids stay in memory for deduplication (a client resends
+# an unanswered request within seconds; the database catches anything older).
+RECENT_RANDOM_SECONDS = 300
 # deleteHistory removes this many messages per call (the answer's offset asks for more).
 DELETE_HISTORY_CHUNK = 1000
 # A query's IN list is split so no database meets its parameter limit.
 _CHUNK = 500
+
+# Built once: statement construction costs more than running it on SQLite.
+_BY_RANDOM_ID = sa.select(messages).where(
+    messages.c.user_id == sa.bindparam("user_id"),
+    messages.c.random_id.in_(sa.bindparam("random_ids", expanding=True)),
+)
 
 Views = Mapping[int, list[Any]]  # receiver user id -> the User objects its updates carry
 
@@ -113,6 +124,10 @@ class MsgService:
         self.dialogs = dialogs
         self.cache_counters = cache_counters
         self._last_ids: dict[int, int] = {}
+        # random_ids committed lately: a resend that raced its first copy's commit
+        # (looked up before it was there) is still caught.
+        self._recent_random: dict[tuple[int, int], MessageRecord] = {}
+        self._recent_order: deque[tuple[float, tuple[int, int]]] = deque()
 
     # ---------------------------------------------------------------- box ids
     async def _next_id(self, tx: Tx, user_id: int) -> int:
@@ -160,6 +175,7 @@ class MsgService:
 
     # ------------------------------------------------------------- reads (tx)
     async def _get_in(self, tx: Tx, user_id: int, msg_id: int) -> MessageRecord | None:
+        await tx.flush()
         row = (
             await tx.conn.execute(
                 sa.select(messages).where(messages.c.user_id == user_id, messages.c.id == msg_id)
@@ -168,6 +184,7 @@ class MsgService:
         return record_from_row(row) if row is not None else None
 
     async def _many_in(self, tx: Tx, user_id: int, ids: list[int]) -> list[MessageRecord]:
+        await tx.flush()
         out: list[MessageRecord] = []
         for part in _chunks(sorted(set(ids))):
             rows = await tx.conn.execute(
@@ -179,6 +196,7 @@ class MsgService:
     async def _copies_in(
         self, tx: Tx, shared_ids: list[int], exclude_user: int | None = None
     ) -> list[MessageRecord]:
+        await tx.flush()
         out: list[MessageRecord] = []
         for part in _chunks(sorted(set(shared_ids))):
             q = sa.select(messages).where(messages.c.shared_id.in_(part))
@@ -188,10 +206,43 @@ class MsgService:
         return out
 
     async def _insert(self, tx: Tx, rec: MessageRecord) -> None:
-        await tx.conn.execute(messages.insert().values(**rec.row()))
+        """Staged for the batch's bulk insert; reads in this module flush first."""
+        tx.insert_later(messages, rec.row())
+        if rec.random_id is not None:
+            staged = tx.scratch.get("msg.random")
+            if staged is None:
+                staged = tx.scratch["msg.random"] = {}
+                tx.on_commit(lambda: self._remember_random(staged))
+            staged[(rec.user_id, rec.random_id)] = rec
+
+    def _remember_random(self, staged: dict[tuple[int, int], MessageRecord]) -> None:
+        now = time.monotonic()
+        recent = self._recent_random
+        for key, rec in staged.items():
+            recent[key] = rec
+            self._recent_order.append((now, key))
+        cutoff = now - RECENT_RANDOM_SECONDS
+        while self._recent_order and self._recent_order[0][0] < cutoff:
+            _, key = self._recent_order.popleft()
+            recent.pop(key, None)
+
+    async def _sent_by_random(
+        self, sender_id: int, random_ids: list[int]
+    ) -> dict[int, MessageRecord]:
+        """Messages the sender already sent with these random_ids."""
+        found: dict[int, MessageRecord] = {}
+        if not random_ids:
+            return found
+        async with self.engine.connect() as conn:
+            for part in _chunks(random_ids):
+                rows = await conn.execute(_BY_RANDOM_ID, {"user_id": sender_id, "random_ids": part})
+                for r in rows:
+                    found[r.random_id] = record_from_row(r)
+        return found
 
     async def _refresh_top(self, tx: Tx, user_id: int, peer: PeerKey) -> None:
         """After deletions: the dialog's top message and unread count again."""
+        await tx.flush()
         d = await self.dialogs.get_in(tx, user_id, peer)
         if d is None:
             return
@@ -236,15 +287,29 @@ class MsgService:
         ``deliver_to_peer`` False: only the sender's copy (the recipient blocked the sender).
         """
 
+        known: dict[int, MessageRecord] = {}
+
         async def op(tx: Tx) -> list[Sent]:
             out = await self._send_in(
-                tx, sender_id, peer, items, views, exclude_key, deliver_to_peer
+                tx, sender_id, peer, items, views, exclude_key, deliver_to_peer, known
             )
             if clear_draft:
                 await self._set_draft_in(tx, sender_id, peer, None, exclude_key, only_if_set=True)
             return out
 
-        return await self.writer.run(op)
+        try:
+            return await self.writer.run(op)
+        except IntegrityError:
+            # A random_id stored before (the unique index said so, not a lookup on
+            # every send): find the first message and answer with it.
+            known.update(
+                await self._sent_by_random(
+                    sender_id, [i.random_id for i in items if i.random_id is not None]
+                )
+            )
+            if not known:
+                raise
+            return await self.writer.run(op)
 
     async def _send_in(
         self,
@@ -255,20 +320,35 @@ class MsgService:
         views: Views,
         exclude_key: int | None,
         deliver_to_peer: bool = True,
+        known: dict[int, MessageRecord] | None = None,
     ) -> list[Sent]:
         if peer[0] != PEER_USER:
             raise RpcError(400, "PEER_ID_INVALID")  # chats and channels: their own services
         recipient = peer[1] if peer[1] != sender_id and deliver_to_peer else None
-        random_ids = [i.random_id for i in items if i.random_id is not None]
-        seen: dict[int, MessageRecord] = {}
-        for part in _chunks(random_ids):
-            rows = await tx.conn.execute(
-                sa.select(messages).where(
-                    messages.c.user_id == sender_id, messages.c.random_id.in_(part)
-                )
+        # random_id seen before? In this batch (staged) or lately (recent, in
+        # memory); an older one makes the insert fail on uq_messages_random and
+        # send() comes back with it looked up (known). A cache-less (split)
+        # deployment asks the database here, inside the transaction.
+        staged: dict[tuple[int, int], MessageRecord] = tx.scratch.get("msg.random", {})
+        seen: dict[int, MessageRecord] = dict(known or {})
+        random_ids: list[int] = []
+        for i in items:
+            if i.random_id is None or i.random_id in seen:
+                continue
+            rec = staged.get((sender_id, i.random_id)) or self._recent_random.get(
+                (sender_id, i.random_id)
             )
-            for r in rows:
-                seen[r.random_id] = record_from_row(r)
+            if rec is not None:
+                seen[i.random_id] = rec
+            else:
+                random_ids.append(i.random_id)
+        if not self.cache_counters:
+            for part in _chunks(random_ids):
+                rows = await tx.conn.execute(
+                    _BY_RANDOM_ID, {"user_id": sender_id, "random_ids": part}
+                )
+                for r in rows:
+                    seen[r.random_id] = record_from_row(r)
         now = int(time.time())
         sent: list[Sent] = []
         sender_updates: list[Any] = []
@@ -461,6 +541,7 @@ class MsgService:
         exclude_key: int | None,
     ) -> Affected:
         async def op(tx: Tx) -> Affected:
+            await tx.flush()
             m = messages
             q = (
                 sa.select(m)

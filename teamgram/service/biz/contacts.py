@@ -24,6 +24,9 @@ from teamgram.service.biz.tables import blocked, contacts
 _CACHE_MAX = 50_000
 # A query's IN list is split so no database meets its parameter limit.
 _CHUNK = 500
+# Questions about this few owners are answered from their cached lists (the
+# users of one message or one answer); more go to the database in one query.
+_FROM_CACHE_MAX = 8
 
 
 @dataclass(slots=True)
@@ -87,6 +90,10 @@ class ContactService:
 
     async def owners_having(self, contact_id: int, among: Iterable[int] | None = None) -> set[int]:
         """Users who have ``contact_id`` in their contacts (restricted to ``among``)."""
+        if among is not None:
+            ids = list(dict.fromkeys(among))
+            if len(ids) <= _FROM_CACHE_MAX:  # a message's few users: their cached lists
+                return {o for o in ids if contact_id in await self.contacts_of(o)}
         query = sa.select(contacts.c.owner_id).where(contacts.c.contact_id == contact_id)
         if among is None:
             async with self.engine.connect() as conn:
@@ -178,6 +185,8 @@ class ContactService:
         out: set[int] = set()
         if not ids:
             return out
+        if len(ids) <= _FROM_CACHE_MAX:
+            return {o for o in ids if peer_id in await self.blocked_of(o)}
         async with self.engine.connect() as conn:
             for part in _chunks(ids):
                 rows = await conn.execute(

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teamgram.infra.database import upsert
+from teamgram.infra.database import upsert, upsert_many
 from teamgram.infra.group_commit import Tx
 from teamgram.service.biz.peers import PeerKey
 from teamgram.service.biz.tables import dialogs
@@ -79,38 +79,57 @@ class DialogService:
     async def on_message(
         self, tx: Tx, user_id: int, peer: PeerKey, msg_id: int, date: int, incoming: bool
     ) -> None:
-        """A new message ``msg_id`` is the dialog's top; incoming ones count as unread."""
-        t = dialogs
-        stmt = upsert(
-            tx.conn.dialect.name,
-            t,
+        """A new message ``msg_id`` is the dialog's top; incoming ones count as unread.
+
+        Staged in memory and written in one statement per batch (many messages of a
+        batch share dialogs); any read of dialogs in the batch writes them first.
+        """
+        staged: dict[tuple[int, int, int], list[int]] | None = tx.scratch.get("dialog.tops")
+        if staged is None:
+            staged = tx.scratch["dialog.tops"] = {}
+            tx.add_flusher("dialog.tops", self._write_tops)
+        slot = staged.get((user_id, *peer))
+        if slot is None:
+            staged[(user_id, *peer)] = [msg_id, date, int(incoming)]
+        else:
+            slot[0], slot[1] = msg_id, date
+            slot[2] += int(incoming)
+
+    async def _write_tops(self, tx: Tx) -> None:
+        staged: dict[tuple[int, int, int], list[int]] = tx.scratch.get("dialog.tops") or {}
+        if not staged:
+            return
+        rows = [
             {
-                "user_id": user_id,
-                "peer_type": peer[0],
-                "peer_id": peer[1],
-                "top_message": msg_id,
-                "top_date": date,
-                "unread_count": 1 if incoming else 0,
-            },
-            {
-                "top_message": msg_id,
-                "top_date": date,
-                "unread_count": t.c.unread_count + (1 if incoming else 0),
-            },
+                "user_id": k[0],
+                "peer_type": k[1],
+                "peer_id": k[2],
+                "top_message": v[0],
+                "top_date": v[1],
+                "unread_count": v[2],
+            }
+            for k, v in staged.items()
+        ]
+        staged.clear()
+        stmt = upsert_many(
+            tx.conn.dialect.name, dialogs, ("top_message", "top_date"), ("unread_count",)
         )
-        await tx.conn.execute(stmt)
+        await tx.conn.execute(stmt, rows)
 
     async def get_in(self, tx: Tx, user_id: int, peer: PeerKey) -> DialogRecord | None:
+        await tx.flush()
         row = (await tx.conn.execute(sa.select(dialogs).where(_where(user_id, peer)))).first()
         return _record(row) if row is not None else None
 
     async def update_in(self, tx: Tx, user_id: int, peer: PeerKey, **values: Any) -> bool:
         """Set columns of an existing dialog; False when there is none."""
+        await tx.flush()
         res = await tx.conn.execute(dialogs.update().where(_where(user_id, peer)).values(**values))
         return bool(res.rowcount)
 
     async def ensure_in(self, tx: Tx, user_id: int, peer: PeerKey, **values: Any) -> None:
         """Set columns, creating the dialog (empty) if needed: drafts and pins need no message."""
+        await tx.flush()
         stmt = upsert(
             tx.conn.dialect.name,
             dialogs,
@@ -120,9 +139,11 @@ class DialogService:
         await tx.conn.execute(stmt)
 
     async def delete_in(self, tx: Tx, user_id: int, peer: PeerKey) -> None:
+        await tx.flush()
         await tx.conn.execute(dialogs.delete().where(_where(user_id, peer)))
 
     async def pinned_in(self, tx: Tx, user_id: int, folder_id: int = 0) -> list[DialogRecord]:
+        await tx.flush()
         t = dialogs
         rows = await tx.conn.execute(
             sa.select(t)
