@@ -195,6 +195,7 @@ class AuthSessionService:
         # permanent auth_key_id -> signed-in user (None: known to be signed out, or
         # signed in with the 2FA password still to be checked)
         self._users: dict[int, int | None] = {}
+        self._unbinding: set[int] = set()  # keys whose sign-out is being written
         # user -> password (None: none set); a cache of user_passwords
         self._passwords: OrderedDict[int, PasswordRecord | None] = OrderedDict()
         # user -> the new_algo last offered by account.getPassword, so a new password
@@ -431,17 +432,23 @@ class AuthSessionService:
     async def unbind_key(self, auth_key_id: int) -> int | None:
         """Sign out this key (or drop its half-finished 2FA sign-in); returns its user."""
         self._users[auth_key_id] = None  # at once, for sessions opened meanwhile
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(authorizations.c.user_id).where(
-                        authorizations.c.auth_key_id == auth_key_id
+        # Also at once: a call right behind auth.logOut (Telethon answers logOut on
+        # its ack) must not find a pending 2FA sign-in while the delete waits.
+        self._unbinding.add(auth_key_id)
+        try:
+            async with self.engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(authorizations.c.user_id).where(
+                            authorizations.c.auth_key_id == auth_key_id
+                        )
                     )
+                ).first()
+                await conn.execute(
+                    authorizations.delete().where(authorizations.c.auth_key_id == auth_key_id)
                 )
-            ).first()
-            await conn.execute(
-                authorizations.delete().where(authorizations.c.auth_key_id == auth_key_id)
-            )
+        finally:
+            self._unbinding.discard(auth_key_id)
         self._users[auth_key_id] = None
         return row.user_id if row is not None else None
 
@@ -482,7 +489,11 @@ class AuthSessionService:
 
     async def pending_password_user(self, auth_key_id: int) -> int | None:
         """The user this key is signing in as while its 2FA password is unchecked."""
+        if auth_key_id in self._unbinding:
+            return None
         rec = await self.authorization_of_key(auth_key_id)
+        if auth_key_id in self._unbinding:
+            return None
         return rec.user_id if rec is not None and rec.password_pending else None
 
     async def confirm_password(self, auth_key_id: int, now: int | None = None) -> int | None:
