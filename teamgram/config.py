@@ -119,6 +119,31 @@ class MessagesConfig:
 
 
 @dataclass
+class FilesConfig:
+    """Uploads, downloads and where files are kept (the dfs and media services)."""
+
+    # "local": a directory; "s3": any S3-compatible store (MinIO, SeaweedFS, AWS S3).
+    storage: str = "local"
+    # local: where objects live; empty: <data_dir>/files.
+    local_dir: str = ""
+    # s3: endpoint URL (e.g. http://127.0.0.1:8333), region and credentials.
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    # s3: bucket names are <prefix><name> for documents, photos, videos, encryptedfiles.
+    s3_bucket_prefix: str = ""
+    # Where uploaded parts wait until the file is used; empty: <data_dir>/uploads.
+    upload_dir: str = ""
+    # Parts of an upload nobody used are deleted after this long.
+    upload_ttl_seconds: int = 86400
+    # A file_reference handed to a client works this long (then FILE_REFERENCE_EXPIRED).
+    file_reference_ttl_seconds: int = 3600
+    # Largest file, in bytes (Telegram's 2 GB: 4000 parts of 512 KB).
+    max_file_size: int = 2097152000
+
+
+@dataclass
 class ServerConfig:
     data_dir: Path = Path("./data")
     dc_id: int = 2
@@ -136,6 +161,7 @@ class ServerConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     messages: MessagesConfig = field(default_factory=MessagesConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
 
     @property
     def advertised_host(self) -> str:

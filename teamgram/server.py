@@ -10,6 +10,8 @@ import asyncio
 import logging
 import signal
 from contextlib import suppress
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,9 +23,12 @@ from teamgram.bff import dialogs as bff_dialogs
 from teamgram.bff import drafts as bff_drafts
 from teamgram.bff import help as bff_help
 from teamgram.bff import langpack as bff_langpack
+from teamgram.bff import media as bff_media
 from teamgram.bff import messages as bff_messages
+from teamgram.bff import photos as bff_photos
 from teamgram.bff import stickers as bff_stickers
 from teamgram.bff import updates as bff_updates
+from teamgram.bff import upload as bff_upload
 from teamgram.bff import users as bff_users
 from teamgram.bff.rpc import Dispatcher
 from teamgram.config import ServerConfig
@@ -42,7 +47,9 @@ from teamgram.service.biz.contacts import ContactService
 from teamgram.service.biz.dialog import DialogService
 from teamgram.service.biz.privacy import PrivacyService
 from teamgram.service.biz.users import UserService, load_secret
+from teamgram.service.dfs import ObjectStore, UploadService, open_store
 from teamgram.service.idgen.service import IdGenService
+from teamgram.service.media.service import MediaService
 from teamgram.service.status.service import StatusService
 
 log = logging.getLogger("teamgram")
@@ -59,6 +66,9 @@ ROUTERS = (
     bff_messages.router,
     bff_dialogs.router,
     bff_drafts.router,
+    bff_upload.router,
+    bff_photos.router,
+    bff_media.router,
 )
 
 
@@ -79,6 +89,9 @@ class Server:
         self.msg: MsgService
         self.send_flood: TokenBuckets
         self.notices: ServiceNotices
+        self.store: ObjectStore | None = None
+        self.uploads: UploadService
+        self.media: MediaService
         self.session_host: SessionHost
         self.gateway: Gateway
         self.http: HttpServer
@@ -111,6 +124,26 @@ class Server:
         self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)
         self.notices = ServiceNotices(self.msg, self.users, self.authsession)
         self.authsession.delivery.in_app = self.notices.login_code
+        files = cfg.files
+        self.store = await open_store(files, cfg.data_dir)
+        self.uploads = UploadService(
+            Path(files.upload_dir) if files.upload_dir else cfg.data_dir / "uploads",
+            files.max_file_size,
+            files.upload_ttl_seconds,
+        )
+        self.uploads.start()
+        self.media = MediaService(
+            self.engine,
+            self.store,
+            self.uploads,
+            load_secret(cfg.data_dir, "file_reference_secret"),
+            cfg.dc_id,
+            files.file_reference_ttl_seconds,
+        )
+        self.media.can_see_message_media = self.msg.has_media
+        self.msg.media_hook = self.media.refresh
+        self.users.dc_id = cfg.dc_id
+        self.users.photo_of = self._profile_photo
         self.session_host.start()
         self.gateway = Gateway(cfg.gnetway, self.server_keys, self.session_host, self.authsession)
         await self.gateway.start()
@@ -128,6 +161,10 @@ class Server:
             key.fingerprint,
         )
 
+    async def _profile_photo(self, photo_id: int) -> Any:
+        rec = await self.media.photo(photo_id)
+        return self.media.photo_tl(rec) if rec is not None else None
+
     async def stop(self) -> None:
         with suppress(Exception):
             await self.gateway.stop()
@@ -139,6 +176,11 @@ class Server:
             await self.status.close()
         with suppress(Exception):
             await self.writer.stop()
+        with suppress(Exception):
+            await self.uploads.stop()
+        if self.store is not None:
+            with suppress(Exception):
+                await self.store.close()
         with suppress(Exception):
             await self.authsession.close()
         if self.engine is not None:
@@ -154,7 +196,7 @@ async def run_forever(config: ServerConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, SQLAlchemyError, DatabaseError) as exc:
+    except (OSError, SQLAlchemyError, DatabaseError, ValueError, RuntimeError) as exc:
         log.error("cannot start: %s", exc)
         await server.stop()
         return 1

@@ -226,7 +226,9 @@ async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages
     for s, item in zip(sent, items, strict=True):
         updates.append(types.UpdateMessageID(id=s.record.id, random_id=item.random_id or 0))
     for s in sent:
-        updates.append(types.UpdateNewMessage(message=s.record.to_tl(), pts=s.pts, pts_count=1))
+        updates.append(
+            types.UpdateNewMessage(message=ctx.server.msg.render(s.record), pts=s.pts, pts_count=1)
+        )
     return types.Updates(
         updates=updates, users=views.get(me, []), chats=[], date=int(time.time()), seq=0
     )
@@ -266,6 +268,7 @@ def _forwarded(
         media_kind=rec.media_kind,
         flags=flags,
         grouped_id=rec.grouped_id,
+        media_id=rec.media_id,
     )
 
 

@@ -6,7 +6,8 @@ import teamgram.messenger.msg.tables  # each registers its tables
 import teamgram.messenger.sync.tables
 import teamgram.service.authsession.tables
 import teamgram.service.biz.tables
-import teamgram.service.idgen.tables  # noqa: F401
+import teamgram.service.idgen.tables
+import teamgram.service.media.tables  # noqa: F401
 from teamgram.infra.database import metadata
 
 connection = context.config.attributes.get("connection")

@@ -8,6 +8,7 @@ the owner's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,9 @@ MEDIA_OTHER = 9
 
 _URL_RE = re.compile(r"(?i)\b(?:https?://|www\.)\S")
 _URL_ENTITIES = (types.MessageEntityUrl, types.MessageEntityTextUrl)
+
+
+MediaHook = Callable[[Any], Any]
 
 
 def has_url(text: str, entities: list[Any] | None) -> bool:
@@ -76,6 +80,7 @@ class MessageRecord:
     flags: int = 0
     grouped_id: int | None = None
     random_id: int | None = None
+    media_id: int | None = None
 
     @property
     def peer(self) -> PeerKey:
@@ -103,6 +108,7 @@ class MessageRecord:
             "edit_date": self.edit_date,
             "flags": self.flags,
             "grouped_id": self.grouped_id,
+            "media_id": self.media_id,
         }
 
     def user_ids(self) -> set[int]:
@@ -117,7 +123,10 @@ class MessageRecord:
                     ids.add(p.user_id)
         return ids
 
-    def to_tl(self, reactions: TLObject | None = None) -> TLObject:
+    def to_tl(
+        self, reactions: TLObject | None = None, media_hook: MediaHook | None = None
+    ) -> TLObject:
+        """The owner's Message; ``media_hook`` gives stored media fresh file references."""
         peer = peer_tl(self.peer_type, self.peer_id)
         # Telegram (layer 119+): incoming private messages carry no from_id.
         from_peer = (
@@ -128,6 +137,9 @@ class MessageRecord:
         reply_to = (
             types.MessageReplyHeader(reply_to_msg_id=self.reply_to_id) if self.reply_to_id else None
         )
+        media = unpack(self.media)
+        if media is not None and media_hook is not None:
+            media = media_hook(media)
         if self.action is not None:
             return types.MessageService(
                 id=self.id,
@@ -152,7 +164,9 @@ class MessageRecord:
             from_id=from_peer,
             fwd_from=unpack(self.fwd_from),
             reply_to=reply_to,
-            media=unpack(self.media),
+            media=media_hook(unpack(self.media))
+            if media_hook and self.media
+            else unpack(self.media),
             entities=unpack(self.entities),
             edit_date=self.edit_date,
             grouped_id=self.grouped_id,
@@ -182,4 +196,5 @@ def record_from_row(row: Any) -> MessageRecord:
         flags=row.flags,
         grouped_id=row.grouped_id,
         random_id=row.random_id,
+        media_id=row.media_id,
     )

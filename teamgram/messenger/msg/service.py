@@ -31,6 +31,7 @@ from teamgram.messenger.msg.records import (
     FLAG_HAS_URL,
     FLAG_PINNED,
     FLAG_REACTIONS,
+    MediaHook,
     MessageRecord,
     record_from_row,
 )
@@ -73,6 +74,7 @@ class NewMessage:
     action: bytes | None = None
     flags: int = 0
     grouped_id: int | None = None
+    media_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +125,8 @@ class MsgService:
         self.sync = sync
         self.dialogs = dialogs
         self.cache_counters = cache_counters
+        # Refreshes file references in stored media (the media service plugs in).
+        self.media_hook: MediaHook | None = None
         self._last_ids: dict[int, int] = {}
         # random_ids committed lately: a resend that raced its first copy's commit
         # (looked up before it was there) is still caught.
@@ -386,8 +390,9 @@ class MsgService:
                 action=item.action,
                 flags=item.flags,
                 grouped_id=item.grouped_id,
+                media_id=item.media_id,
             )
-            upd = types.UpdateNewMessage(message=rec.to_tl(), pts=0, pts_count=1)
+            upd = types.UpdateNewMessage(message=self.render(rec), pts=0, pts_count=1)
             rec.pts = await self.sync.append(tx, sender_id, upd)
             await self._insert(tx, rec)
             await self.dialogs.on_message(tx, sender_id, peer, rec.id, now, incoming=False)
@@ -413,7 +418,7 @@ class MsgService:
                     )
                 ).first()
                 copy.reply_to_id = row.id if row else None
-            upd_b = types.UpdateNewMessage(message=copy.to_tl(), pts=0, pts_count=1)
+            upd_b = types.UpdateNewMessage(message=self.render(copy), pts=0, pts_count=1)
             copy.pts = await self.sync.append(tx, recipient, upd_b)
             await self._insert(tx, copy)
             await self.dialogs.on_message(tx, recipient, (PEER_USER, sender_id), copy.id, now, True)
@@ -473,7 +478,7 @@ class MsgService:
                 )
                 reactions = await self._reactions_in(tx, copy.user_id, [copy])
                 upd = types.UpdateEditMessage(
-                    message=copy.to_tl(reactions.get(copy.shared_id)), pts=0, pts_count=1
+                    message=self.render(copy, reactions.get(copy.shared_id)), pts=0, pts_count=1
                 )
                 await self.sync.append(tx, copy.user_id, upd)
                 self.sync.push_later(
@@ -705,7 +710,7 @@ class MsgService:
                 )
                 mine.append(
                     types.UpdateNewMessage(
-                        message=sent[0].record.to_tl(), pts=sent[0].pts, pts_count=1
+                        message=self.render(sent[0].record), pts=sent[0].pts, pts_count=1
                     )
                 )
             return mine
@@ -962,7 +967,23 @@ class MsgService:
         if any(r.flags & FLAG_REACTIONS for r in recs):
             async with self.engine.connect() as conn:
                 reactions = await _reactions(conn, viewer, recs)
-        return [r.to_tl(reactions.get(r.shared_id)) for r in recs]
+        return [self.render(r, reactions.get(r.shared_id)) for r in recs]
+
+    def render(self, rec: MessageRecord, reactions: TLObject | None = None) -> TLObject:
+        """A copy as its owner sees it now (fresh file references on its media)."""
+        return rec.to_tl(reactions, self.media_hook)
+
+    async def has_media(self, user_id: int, media_id: int) -> bool:
+        """Whether the user's box holds a message with this photo or document."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(messages.c.id)
+                    .where(messages.c.user_id == user_id, messages.c.media_id == media_id)
+                    .limit(1)
+                )
+            ).first()
+        return row is not None
 
 
 async def _reactions(conn: Any, viewer: int, recs: list[MessageRecord]) -> dict[int, TLObject]:

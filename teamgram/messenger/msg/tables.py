@@ -44,7 +44,10 @@ messages = sa.Table(
     sa.Column("edit_date", sa.BigInteger, nullable=True),
     sa.Column("flags", sa.Integer, nullable=False, server_default="0"),
     sa.Column("grouped_id", sa.BigInteger, nullable=True),
+    # The photo or document in ``media`` (0005): who may download it.
+    sa.Column("media_id", sa.BigInteger, nullable=True),
     sa.Index("ix_messages_dialog", "user_id", "peer_type", "peer_id", "id"),
+    sa.Index("ix_messages_media", "user_id", "media_id"),
     sa.Index("ix_messages_shared", "shared_id"),
     sa.UniqueConstraint("user_id", "random_id", name="uq_messages_random"),
 )

@@ -19,6 +19,9 @@ users = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("last_seen_at", sa.BigInteger, nullable=False, server_default="0"),
+    # The current profile photo (media's photos.id) and its stripped thumbnail (0005).
+    sa.Column("photo_id", sa.BigInteger, nullable=True),
+    sa.Column("photo_stripped", sa.LargeBinary, nullable=True),
 )
 
 # One row per (user, privacy key): the rules as Telegram's TL privacy rules,

@@ -21,7 +21,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -118,6 +118,7 @@ class _Viewing:
     phone_rules: dict[int, list[TLObject]] = field(default_factory=dict)
     status_rules: dict[int, list[TLObject]] = field(default_factory=dict)
     my_status_rules: list[TLObject] = field(default_factory=list)
+    photo_rules: dict[int, list[TLObject]] = field(default_factory=dict)
     now: int = 0
 
 
@@ -133,6 +134,8 @@ class UserRecord:
     deleted: bool = False
     created_at: int = 0
     last_seen_at: int = 0
+    photo_id: int | None = None  # the current profile photo (media)
+    photo_stripped: bytes | None = None  # its stripped thumbnail, shown inline
 
 
 def _record(row: Any) -> UserRecord:
@@ -147,6 +150,8 @@ def _record(row: Any) -> UserRecord:
         deleted=row.deleted,
         created_at=row.created_at,
         last_seen_at=row.last_seen_at,
+        photo_id=row.photo_id,
+        photo_stripped=row.photo_stripped,
     )
 
 
@@ -175,6 +180,10 @@ class UserService:
         # (user, notify peer key) -> PeerNotifySettings; in memory until a table
         # for them exists
         self._notify: dict[tuple[int, str], TLObject] = {}
+        # The data center photos are served from (help.getConfig's this_dc).
+        self.dc_id = 2
+        # photo id -> the Photo object (media plugs in; UserFull.profile_photo)
+        self.photo_of: Callable[[int], Awaitable[TLObject | None]] | None = None
 
     def plug(
         self,
@@ -466,10 +475,12 @@ class UserService:
             v.phone_rules = await self.privacy.rules_of_many(others, pv.PHONE_NUMBER)
             v.status_rules = await self.privacy.rules_of_many(others, pv.STATUS_TIMESTAMP)
             v.my_status_rules = await self.privacy.get_rules(viewer_id, pv.STATUS_TIMESTAMP)
+            v.photo_rules = await self.privacy.rules_of_many(others, pv.PROFILE_PHOTO)
         else:
             v.phone_rules = {u: pv.DEFAULTS[pv.PHONE_NUMBER]() for u in others}
             v.status_rules = {u: pv.DEFAULTS[pv.STATUS_TIMESTAMP]() for u in others}
             v.my_status_rules = pv.DEFAULTS[pv.STATUS_TIMESTAMP]()
+            v.photo_rules = {u: pv.DEFAULTS[pv.PROFILE_PHOTO]() for u in others}
         return v
 
     def _online_until(self, user_id: int) -> int:
@@ -531,9 +542,32 @@ class UserService:
             status=self._status(rec, v),
             deleted=rec.deleted,
             bot=rec.is_bot,
+            photo=self._photo(rec, v, is_self),
             verified=rec.id == SERVICE_USER_ID,
             support=rec.id == SERVICE_USER_ID,
         )
+
+    def _photo(self, rec: UserRecord, v: _Viewing, is_self: bool) -> TLObject | None:
+        if rec.photo_id is None:
+            return None
+        if not is_self and (
+            rec.id in v.blocked_me
+            or not pv.evaluate(
+                v.photo_rules.get(rec.id, ()),
+                v.viewer_id,
+                pv.Relation(is_contact=rec.id in v.has_me, is_bot=v.viewer_is_bot),
+            )
+        ):
+            return None
+        return types.UserProfilePhoto(
+            photo_id=rec.photo_id, dc_id=self.dc_id, stripped_thumb=rec.photo_stripped
+        )
+
+    async def set_photo(
+        self, user_id: int, photo_id: int | None, stripped: bytes | None
+    ) -> UserRecord:
+        """The current profile photo (None: none)."""
+        return await self._update_row(user_id, photo_id=photo_id, photo_stripped=stripped)
 
     async def users_for(self, viewer_id: int, ids: list[int]) -> list[types.User]:
         """The User objects ``viewer_id`` may see, in the order asked (unknown ids skipped).
@@ -626,9 +660,13 @@ class UserService:
             )
             if not pv.evaluate(rules, viewer_id, pv.Relation(is_contact=owner_has_viewer)):
                 about = None
+        profile_photo = None
+        if isinstance(user.photo, types.UserProfilePhoto) and self.photo_of is not None:
+            profile_photo = await self.photo_of(user.photo.photo_id)
         full = types.UserFull(
             id=user_id,
             about=about,
+            profile_photo=profile_photo,
             blocked=blocked,
             settings=types.PeerSettings(),
             notify_settings=self.notify_settings(viewer_id, f"peer:{user_id}"),
