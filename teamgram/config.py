@@ -71,6 +71,9 @@ class AuthConfig:
 
     # Digits in a login code.
     code_length: int = 5
+    # A device signed in for less than this may not sign others out
+    # (FRESH_RESET_AUTHORISATION_FORBIDDEN, as on Telegram); 0: no such rule.
+    fresh_reset_seconds: int = 86400
     # A code (and a verified code awaiting auth.signUp) is valid this long.
     code_ttl_seconds: int = 300
     # Telegram's test numbers 99966XYYYY always take the code XXXXX (shared test

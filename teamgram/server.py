@@ -43,6 +43,7 @@ from teamgram.messenger.msg.service import MsgService
 from teamgram.messenger.sync.service import SyncService
 from teamgram.mtproto.crypto.rsa import ServerKey, load_or_create_server_key
 from teamgram.service.authsession.service import AuthSessionService
+from teamgram.service.biz.account_ttl import AccountReaper
 from teamgram.service.biz.contacts import ContactService
 from teamgram.service.biz.dialog import DialogService
 from teamgram.service.biz.privacy import PrivacyService
@@ -89,6 +90,7 @@ class Server:
         self.msg: MsgService
         self.send_flood: TokenBuckets
         self.notices: ServiceNotices
+        self.reaper: AccountReaper
         self.store: ObjectStore | None = None
         self.uploads: UploadService
         self.media: MediaService
@@ -112,6 +114,10 @@ class Server:
         self.status = StatusService(self.users, self.contacts, self.session_host.push_to_user)
         self.users.plug(contacts=self.contacts, privacy=self.privacy, presence=self.status)
         self.session_host.on_user_offline.append(self.status.on_user_offline)
+        self.reaper = AccountReaper(
+            self.users, self.authsession, self.status, self.session_host.revoke_key
+        )
+        self.reaper.start()
         host = self.session_host
         self.writer = GroupCommit(self.engine)
         self.writer.start()
@@ -172,6 +178,8 @@ class Server:
             await self.http.stop()
         with suppress(Exception):
             await self.session_host.stop()
+        with suppress(Exception):
+            await self.reaper.stop()
         with suppress(Exception):
             await self.status.close()
         with suppress(Exception):

@@ -116,7 +116,7 @@ def _settings(inp: types.InputPeerNotifySettings) -> types.PeerNotifySettings:
 @router(fn.account.GetNotifySettings)
 async def get_notify_settings(ctx: RequestContext, req: fn.account.GetNotifySettings) -> TLObject:
     key, _peer = _notify_key(ctx, req.peer)
-    return ctx.server.users.notify_settings(me(ctx), key)
+    return await ctx.server.users.get_notify_settings(me(ctx), key)
 
 
 @router(fn.account.UpdateNotifySettings)
@@ -125,7 +125,7 @@ async def update_notify_settings(ctx: RequestContext, req: fn.account.UpdateNoti
     if not isinstance(req.settings, types.InputPeerNotifySettings):
         raise RpcError(400, "SETTINGS_INVALID")
     settings = _settings(req.settings)
-    ctx.server.users.set_notify_settings(me(ctx), key, settings)
+    await ctx.server.users.set_notify_settings(me(ctx), key, settings)
     push_to_other_devices(ctx, types.UpdateNotifySettings(peer=peer, notify_settings=settings))
     return True
 

@@ -221,9 +221,20 @@ async def log_out(ctx: RequestContext, req: fn.auth.LogOut) -> types.auth.Logged
     return types.auth.LoggedOut()
 
 
+async def _not_fresh(ctx: RequestContext) -> None:
+    """Telegram: a device signed in moments ago (maybe a thief's) may not end the others."""
+    limit = ctx.server.config.auth.fresh_reset_seconds
+    if limit <= 0:
+        return
+    rec = await ctx.server.authsession.authorization_of_key(ctx.auth_key.effective_id)
+    if rec is not None and time.time() - rec.created_at < limit:
+        raise RpcError(406, "FRESH_RESET_AUTHORISATION_FORBIDDEN")
+
+
 @router(fn.auth.ResetAuthorizations)
 async def reset_authorizations(ctx: RequestContext, req: fn.auth.ResetAuthorizations) -> bool:
     """Every other device of the account is signed out at once."""
+    await _not_fresh(ctx)
     keys = await ctx.server.authsession.unbind_others(_user_id(ctx), ctx.auth_key.effective_id)
     for key in keys:
         ctx.server.session_host.revoke_key(key)
@@ -338,6 +349,7 @@ async def reset_authorization(ctx: RequestContext, req: fn.account.ResetAuthoriz
             target = rec
     if target is None:
         raise RpcError(400, "HASH_INVALID")
+    await _not_fresh(ctx)
     await auth.unbind_key(target.auth_key_id)
     await auth.drop_login_tokens(target.auth_key_id)
     ctx.server.session_host.revoke_key(target.auth_key_id)

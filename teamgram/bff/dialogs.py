@@ -45,6 +45,7 @@ async def dialogs_parts(
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """(dialogs, top messages, users) for an answer."""
     me = _me(ctx)
+    await ctx.server.users.load_notify(me)
     found = await ctx.server.msg.get(me, [d.top_message for d in dialogs if d.top_message])
     recs = [found[d.top_message] for d in dialogs if d.top_message in found]
     msgs = await ctx.server.msg.views(me, recs)

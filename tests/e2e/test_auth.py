@@ -114,7 +114,7 @@ def dev_server(start_server: Any, **auth: Any) -> Any:
 async def test_sign_up_two_users_and_a_second_device(
     start_server: Any, telethon_for: Telethon
 ) -> None:
-    async with dev_server(start_server) as srv:
+    async with dev_server(start_server, fresh_reset_seconds=0) as srv:
         a = await new_client(telethon_for, srv, device_model="Phone A", app_version="1.0")
         b = await new_client(telethon_for, srv)
         user_a = await sign_up(a, PHONE_A, first="Alice")
@@ -166,7 +166,7 @@ async def test_sign_up_two_users_and_a_second_device(
 async def test_reset_authorizations_signs_out_every_other_device(
     start_server: Any, telethon_for: Telethon
 ) -> None:
-    async with dev_server(start_server) as srv:
+    async with dev_server(start_server, fresh_reset_seconds=0) as srv:
         main = await new_client(telethon_for, srv)
         await sign_up(main, PHONE_A)
         others = [await new_client(telethon_for, srv) for _ in range(2)]
@@ -434,3 +434,23 @@ async def test_login_code_arrives_from_777000_on_signed_in_devices(
         assert me.id == user.id
         sender = await first.get_entity(777000)
         assert sender.first_name == "Telegram" and sender.verified
+
+
+async def test_a_fresh_device_may_not_sign_out_the_others(
+    start_server: Any, telethon_for: Telethon
+) -> None:
+    """Telegram's rule against a stolen code: a new sign-in cannot end older sessions."""
+    async with dev_server(start_server) as srv:
+        old = await new_client(telethon_for, srv)
+        await sign_up(old, PHONE_A)
+        fresh = await new_client(telethon_for, srv)
+        await sign_in(fresh, PHONE_A)
+        with pytest.raises(errors.RPCError) as info:
+            await fresh(functions.auth.ResetAuthorizationsRequest())
+        assert info.value.code == 406
+        auths = (await fresh(functions.account.GetAuthorizationsRequest())).authorizations
+        other = next(x for x in auths if not x.current)
+        with pytest.raises(errors.RPCError) as info:
+            await fresh(functions.account.ResetAuthorizationRequest(other.hash))
+        assert info.value.code == 406
+        assert await whoami(srv, old) != 0  # still signed in

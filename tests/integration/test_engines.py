@@ -488,6 +488,15 @@ async def test_accounts_persist_on_engine(
                     types.InputPrivacyKeyPhoneNumber(), [types.InputPrivacyValueDisallowAll()]
                 ),
             )
+            await call(
+                alice,
+                functions.account.UpdateNotifySettingsRequest(
+                    types.InputNotifyPeer(
+                        types.InputPeerUser(bob_me.id, imported.users[0].access_hash)
+                    ),
+                    types.InputPeerNotifySettings(mute_until=2_000_000_000, show_previews=False),
+                ),
+            )
             await call(alice, functions.contacts.BlockRequest(types.InputPeerUser(
                 bob_me.id, imported.users[0].access_hash
             )))  # fmt: skip
@@ -514,5 +523,11 @@ async def test_accounts_persist_on_engine(
             assert [b.peer_id.user_id for b in blocked.blocked] == [bob_me.id]
             resolved = await call(alice, functions.contacts.ResolveUsernameRequest("alice_engine"))
             assert resolved.peer.user_id == me.id
+            bob_peer = types.InputPeerUser(bob_me.id, contacts.users[0].access_hash)
+            muted = await call(
+                alice,
+                functions.account.GetNotifySettingsRequest(types.InputNotifyPeer(bob_peer)),
+            )
+            assert muted.mute_until.timestamp() == 2_000_000_000 and muted.show_previews is False
         finally:
             await asyncio.wait_for(alice.disconnect(), 5)

@@ -1,4 +1,4 @@
-"""Tables owned by biz: users, usernames, privacy, contacts, blocks (0002), dialogs (0004)."""
+"""Tables owned by biz: users, privacy, contacts, blocks (0002), dialogs (0004), notify (0006)."""
 
 import sqlalchemy as sa
 
@@ -72,4 +72,14 @@ dialogs = sa.Table(
     sa.Column("folder_id", sa.Integer, nullable=False, server_default="0"),
     sa.Column("draft", sa.LargeBinary, nullable=True),  # DraftMessage
     sa.Index("ix_dialogs_order", "user_id", "top_date"),
+)
+
+# Per (user, peer or scope) notification settings: PeerNotifySettings serialized;
+# peer_key "peer:<id>", "users", "chats" or "broadcasts" (migration 0006).
+notify_settings = sa.Table(
+    "notify_settings",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("peer_key", sa.String(64), primary_key=True),
+    sa.Column("settings", sa.LargeBinary, nullable=False),
 )

@@ -31,11 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
+from teamgram.infra.database import upsert
 from teamgram.service.biz import privacy as pv
 from teamgram.service.biz.contacts import ContactRecord, ContactService
-from teamgram.service.biz.tables import users
+from teamgram.service.biz.tables import notify_settings, users
 from teamgram.service.idgen.service import IdGenService
-from teamgram.tl import TLObject, types
+from teamgram.tl import TLObject, decode, types
 
 # Telegram's official notifications account ("Telegram", login codes).
 SERVICE_USER_ID = 777000
@@ -177,9 +178,10 @@ class UserService:
         self.contacts: ContactService | None = None
         self.privacy: pv.PrivacyService | None = None
         self.presence: Presence | None = None
-        # (user, notify peer key) -> PeerNotifySettings; in memory until a table
-        # for them exists
+        # (user, notify peer key) -> PeerNotifySettings, for users loaded from
+        # the notify_settings table
         self._notify: dict[tuple[int, str], TLObject] = {}
+        self._notify_loaded: set[int] = set()
         # The data center photos are served from (help.getConfig's this_dc).
         self.dc_id = 2
         # photo id -> the Photo object (media plugs in; UserFull.profile_photo)
@@ -445,6 +447,38 @@ class UserService:
         except IntegrityError as exc:  # taken between the check and the write
             raise RpcError(400, "USERNAME_OCCUPIED") from exc
 
+    async def idle_since(self, cutoff: int, limit: int) -> list[UserRecord]:
+        """Live accounts with no activity (last seen, or sign-up) since ``cutoff``."""
+        u = users
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(u)
+                .where(
+                    u.c.deleted == sa.false(),
+                    u.c.id != SERVICE_USER_ID,
+                    u.c.last_seen_at < cutoff,
+                    u.c.created_at < cutoff,
+                )
+                .order_by(u.c.last_seen_at)
+                .limit(limit)
+            )
+            return [_record(r) for r in rows]
+
+    async def delete_account(self, user_id: int) -> UserRecord:
+        """Empty the profile, mark it deleted and free the phone number and username."""
+        return await self._update_row(
+            user_id,
+            deleted=True,
+            phone=f"deleted-{user_id}"[:32],
+            first_name="",
+            last_name="",
+            username=None,
+            username_lower=None,
+            about="",
+            photo_id=None,
+            photo_stripped=None,
+        )
+
     async def set_last_seen(self, user_id: int, when: int) -> None:
         """Persist the time the user was last online (the status service calls this)."""
         rec = await self.get(user_id)
@@ -454,10 +488,36 @@ class UserService:
 
     # -------------------------------------------------------- notify settings
     def notify_settings(self, user_id: int, key: str) -> TLObject:
-        """``key``: "peer:<id>", "users", "chats" or "broadcasts"."""
+        """``key``: "peer:<id>", "users", "chats" or "broadcasts" (after :meth:`load_notify`)."""
         return self._notify.get((user_id, key)) or default_notify_settings()
 
-    def set_notify_settings(self, user_id: int, key: str, settings: TLObject) -> None:
+    async def load_notify(self, user_id: int) -> None:
+        """Bring the user's notification settings into memory (once)."""
+        if user_id in self._notify_loaded:
+            return
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(notify_settings).where(notify_settings.c.user_id == user_id)
+            )
+            for r in rows:
+                self._notify[(user_id, r.peer_key)] = decode(r.settings)
+        self._notify_loaded.add(user_id)
+
+    async def get_notify_settings(self, user_id: int, key: str) -> TLObject:
+        await self.load_notify(user_id)
+        return self.notify_settings(user_id, key)
+
+    async def set_notify_settings(self, user_id: int, key: str, settings: TLObject) -> None:
+        await self.load_notify(user_id)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                upsert(
+                    conn.dialect.name,
+                    notify_settings,
+                    {"user_id": user_id, "peer_key": key, "settings": settings.to_bytes()},
+                    {"settings": settings.to_bytes()},
+                )
+            )
         self._notify[(user_id, key)] = settings
 
     # ------------------------------------------------------------------ views
@@ -663,6 +723,7 @@ class UserService:
         profile_photo = None
         if isinstance(user.photo, types.UserProfilePhoto) and self.photo_of is not None:
             profile_photo = await self.photo_of(user.photo.photo_id)
+        await self.load_notify(viewer_id)
         full = types.UserFull(
             id=user_id,
             about=about,
