@@ -24,7 +24,7 @@ from teamgram.errors import RpcError
 from teamgram.mtproto.envelope import decrypt_binding_message
 from teamgram.service.authsession.codes import normalize_phone
 from teamgram.service.authsession.service import AuthorizationRecord, ClientInfo, PhoneCode
-from teamgram.tl import TLDecodeError, decode, types
+from teamgram.tl import TLDecodeError, TLObject, decode, types
 from teamgram.tl import functions as fn
 from teamgram.tl.layers import codec_for
 
@@ -242,6 +242,21 @@ async def reset_authorizations(ctx: RequestContext, req: fn.auth.ResetAuthorizat
 
 
 # ------------------------------------------------------------------------ 2FA
+
+
+@router(
+    fn.auth.RequestPasswordRecovery,
+    fn.auth.CheckRecoveryPassword,
+    fn.auth.RecoverPassword,
+    anonymous=True,
+)
+async def password_recovery(ctx: RequestContext, req: TLObject) -> TLObject:
+    """No mail goes out from this server, so recovery by email is never available:
+    Telegram's answer for an account without a confirmed recovery email."""
+    user_id, _pending = await _password_user(ctx)
+    if await ctx.server.authsession.get_password(user_id) is None:
+        raise RpcError(400, "PASSWORD_EMPTY")
+    raise RpcError(400, "PASSWORD_RECOVERY_NA")
 
 
 @router(fn.auth.CheckPassword, anonymous=True)

@@ -209,3 +209,19 @@ async def test_password_survives_a_restart(start_server: Any, telethon_for: Tele
         await dev.disconnect()
     finally:
         await srv.stop()
+
+
+async def test_password_recovery_is_not_available(
+    start_server: Any, telethon_for: Telethon
+) -> None:
+    """No mail goes out from this server: Telegram's PASSWORD_RECOVERY_NA."""
+    async with start_server(dev_login_code=CODE) as srv:
+        main = await new_client(telethon_for, srv)
+        await sign_up(main)
+        with pytest.raises(errors.PasswordEmptyError):
+            await main(functions.auth.RequestPasswordRecoveryRequest())
+        assert await main.edit_2fa(new_password="pw", email=None)
+        dev = await new_client(telethon_for, srv)
+        await code_step(dev)
+        with pytest.raises(errors.PasswordRecoveryNaError):
+            await dev(functions.auth.RequestPasswordRecoveryRequest())
