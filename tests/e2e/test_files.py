@@ -259,3 +259,27 @@ async def test_bad_uploads_and_downloads(server: Server, telethon_for: Factory) 
     with pytest.raises(errors.FileReferenceExpiredError):
         await a(functions.upload.GetFileRequest(stale, 0, 4096))
     await asyncio.sleep(0)
+
+
+async def test_file_references_expire_and_refetching_the_message_renews_them(
+    start_server: Callable[..., Any], telethon_for: Factory
+) -> None:
+    async with start_server(files={"file_reference_ttl_seconds": 1}) as srv:
+        a, b, bob = await pair(srv, telethon_for)
+        data = os.urandom(200 * 1024)
+        sent = await a.send_file(bob, data, force_document=True)
+        (incoming,) = await b.get_messages((await a.get_me()).id, limit=1)
+        doc = incoming.document
+        loc = tt.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
+        assert len((await b(functions.upload.GetFileRequest(loc, 0, 4096))).bytes) == 4096
+        hashes = await b(functions.upload.GetFileHashesRequest(loc, 0))
+        assert hashes[0].hash == hashlib.sha256(data[: 128 * 1024]).digest()
+        await asyncio.sleep(2.2)
+        with pytest.raises(errors.FileReferenceExpiredError):
+            await b(functions.upload.GetFileRequest(loc, 0, 4096))
+        (again,) = await b.get_messages((await a.get_me()).id, ids=[incoming.id])
+        fresh = again.document.file_reference
+        assert fresh != doc.file_reference
+        loc = tt.InputDocumentFileLocation(doc.id, doc.access_hash, fresh, "")
+        assert (await b(functions.upload.GetFileRequest(loc, 0, 4096))).bytes == data[:4096]
+        assert sent.document.id == doc.id
