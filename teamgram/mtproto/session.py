@@ -60,7 +60,21 @@ _NOT_CONTENT = frozenset(
 )
 _MAX_CONTAINER_ITEMS = 1024
 _MAX_SEEN = 1024  # remembered received msg_ids per session (older: msg_id too low)
+# File payloads, sent as they are: gzip cannot shrink them.
+_NEVER_GZIP = frozenset(
+    {
+        GZIP_PACKED_ID,
+        types.upload.File.CONSTRUCTOR_ID,
+        types.upload.CdnFile.CONSTRUCTOR_ID,
+        types.upload.WebFile.CONSTRUCTOR_ID,
+    }
+)
 _MAX_CACHED_ANSWERS = 512
+# Answers kept for duplicate requests: at most this many bytes per session, and
+# none bigger than _MAX_CACHED_ANSWER (a file chunk is re-sent from the unacked set
+# after a reconnect, not from here).
+_MAX_CACHED_ANSWER_BYTES = 1 << 20
+_MAX_CACHED_ANSWER = 64 << 10
 _CONTAINER_LIMIT = 1 << 20  # don't pack answers into a container beyond ~1 MiB
 
 
@@ -150,7 +164,9 @@ def rpc_error(code: int, message: str) -> bytes:
 
 
 def rpc_result(req_msg_id: int, result: bytes, gzip_threshold: int) -> bytes:
-    if len(result) > gzip_threshold and struct.unpack_from("<I", result)[0] != GZIP_PACKED_ID:
+    """rpc_result, gzip-packed when that is smaller; file bytes are never compressed
+    (random or already compressed: ~25 ms of CPU per 512 KiB for nothing)."""
+    if len(result) > gzip_threshold and struct.unpack_from("<I", result)[0] not in _NEVER_GZIP:
         packed = gzip_packed(result)
         if len(packed) < len(result):
             result = packed
@@ -163,6 +179,10 @@ class SessionLimits:
     msg_id_future: int = 30
     resend_window: float = 600.0
     max_pending: int = 4096
+    # Bytes of unacknowledged messages kept per session for a reconnect (a client
+    # that never acks cannot pin more; updates lost this way come back through
+    # getDifference).
+    max_pending_bytes: int = 8 << 20
     gzip_threshold: int = 1024
 
 
@@ -230,6 +250,8 @@ class MTProtoSession:
     _answers: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     # req_msg_id -> the message that carried its answer (for rpc_drop_answer)
     _answer_msgs: OrderedDict[int, OutMessage] = field(default_factory=OrderedDict)
+    _answer_bytes: int = 0  # bytes in _answers
+    _unacked_bytes: int = 0  # bytes in _unacked
 
     # ------------------------------------------------------------------ inbound
     def receive(self, salt: int, msg_id: int, seqno: int, body: bytes, now: float) -> list[Event]:
@@ -400,7 +422,7 @@ class MTProtoSession:
         t = type(obj)
         if t is types.MsgsAck:
             for mid in obj.msg_ids:
-                self._unacked.pop(mid, None)
+                self._forget_unacked(mid)
             return
         if t is fn.Ping or t is fn.PingDelayDisconnect:
             self._pending_acks.pop(msg_id, None)  # the pong acknowledges the ping
@@ -438,7 +460,7 @@ class MTProtoSession:
             return
         if t is types.MsgResendReq or t is types.MsgResendAnsReq:
             for mid in obj.msg_ids:
-                out = self._unacked.pop(mid, None)
+                out = self._forget_unacked(mid)
                 if out is not None:
                     self._send(out.body, content=True, answer=bool(out.msg_id & 2 == 0), now=now)
             return
@@ -498,7 +520,7 @@ class MTProtoSession:
         elif rec & 3 == _PROCESSING:
             ans = types.RpcAnswerDroppedRunning()
             self._set_state(req_msg_id, _ANSWERED)  # its answer, when it comes, is dropped
-            self._answers[req_msg_id] = b""
+            self._mark_dropped(req_msg_id)
         else:
             out = self._answer_msgs.pop(req_msg_id, None)
             if out is None:
@@ -506,8 +528,8 @@ class MTProtoSession:
             else:
                 # Cancel it: not sent if still queued, not re-sent after a reconnect.
                 self._queue = [m for m in self._queue if m is not out]
-                self._unacked.pop(out.msg_id, None)
-                self._answers[req_msg_id] = b""
+                self._forget_unacked(out.msg_id)
+                self._mark_dropped(req_msg_id)
                 ans = types.RpcAnswerDropped(
                     msg_id=out.msg_id, seq_no=out.seqno, bytes=len(out.body)
                 )
@@ -559,12 +581,27 @@ class MTProtoSession:
         self._set_state(req_msg_id, _ANSWERED)
         # The answer acknowledges the request: no separate msgs_ack for it.
         self._pending_acks.pop(req_msg_id, None)
-        self._answers[req_msg_id] = body
         self._answer_msgs[req_msg_id] = out
-        while len(self._answers) > _MAX_CACHED_ANSWERS:
-            self._answers.popitem(last=False)
+        if len(body) <= _MAX_CACHED_ANSWER:
+            self._answers[req_msg_id] = body
+            self._answer_bytes += len(body)
+        while len(self._answers) > _MAX_CACHED_ANSWERS or (
+            self._answer_bytes > _MAX_CACHED_ANSWER_BYTES and len(self._answers) > 1
+        ):
+            self._answer_bytes -= len(self._answers.popitem(last=False)[1])
         while len(self._answer_msgs) > _MAX_CACHED_ANSWERS:
             self._answer_msgs.popitem(last=False)
+
+    def _forget_unacked(self, msg_id: int) -> OutMessage | None:
+        out = self._unacked.pop(msg_id, None)
+        if out is not None:
+            self._unacked_bytes -= len(out.body)
+        return out
+
+    def _mark_dropped(self, req_msg_id: int) -> None:
+        """b"" marks an answer dropped by rpc_drop_answer."""
+        self._answer_bytes -= len(self._answers.get(req_msg_id, b""))
+        self._answers[req_msg_id] = b""
 
     def _send(self, body: bytes, content: bool, answer: bool, now: float) -> OutMessage:
         seqno = self.out_seq * 2 + (1 if content else 0)
@@ -601,8 +638,11 @@ class MTProtoSession:
         for m in queue:
             if m.content_related:
                 self._unacked[m.msg_id] = m
-        while len(self._unacked) > self.limits.max_pending:
-            self._unacked.popitem(last=False)
+                self._unacked_bytes += len(m.body)
+        while len(self._unacked) > self.limits.max_pending or (
+            self._unacked_bytes > self.limits.max_pending_bytes and len(self._unacked) > 1
+        ):
+            self._unacked_bytes -= len(self._unacked.popitem(last=False)[1].body)
         if len(queue) == 1:
             return queue
         packets: list[OutMessage] = []
@@ -636,6 +676,7 @@ class MTProtoSession:
         """
         cutoff = now - self.limits.resend_window
         old, self._unacked = self._unacked, OrderedDict()
+        self._unacked_bytes = 0
         for m in old.values():
             if m.sent_at >= cutoff:
                 self._send(m.body, content=True, answer=bool(m.msg_id & 2 == 0), now=now)

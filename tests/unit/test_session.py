@@ -977,7 +977,27 @@ def file_part(data: bytes) -> bytes:
 
 
 def _big_result() -> bytes:
-    return file_part(b"\x04" * 5000)
+    """A compressible answer bigger than the gzip threshold."""
+    return types.DataJSON(data='{"k": "' + "v" * 5000 + '"}').to_bytes()
+
+
+def test_file_parts_are_never_gzipped(h: Harness) -> None:
+    result = file_part(b"\x04" * 5000)  # compressible, but file data is sent as it is
+    qid, _ = h.send(fn.help.GetConfig())
+    h.mt.add_result(qid, result, NOW)
+    (answer,) = [o for o in h.flush() if type(o.obj) is types.RpcResult]
+    assert answer.body[12:] == result
+
+
+def test_answer_cache_and_unacked_set_are_bounded_in_bytes(h: Harness) -> None:
+    big = file_part(b"\x05" * (512 * 1024))
+    for _ in range(40):  # 20 MiB of answers the client never acknowledges
+        qid, _ = h.send(fn.help.GetConfig())
+        h.mt.add_result(qid, big, NOW)
+        h.flush()
+    assert h.mt._answer_bytes <= 1 << 20
+    assert sum(len(m.body) for m in h.mt._unacked.values()) <= h.mt.limits.max_pending_bytes
+    assert h.mt._unacked_bytes == sum(len(m.body) for m in h.mt._unacked.values())
 
 
 def test_big_result_gzip_packed(h: Harness) -> None:
