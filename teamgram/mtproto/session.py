@@ -251,6 +251,7 @@ class MTProtoSession:
     # req_msg_id -> the message that carried its answer (for rpc_drop_answer)
     _answer_msgs: OrderedDict[int, OutMessage] = field(default_factory=OrderedDict)
     _answer_bytes: int = 0  # bytes in _answers
+    _answer_msg_bytes: int = 0  # bytes of the messages in _answer_msgs
     _unacked_bytes: int = 0  # bytes in _unacked
 
     # ------------------------------------------------------------------ inbound
@@ -523,6 +524,8 @@ class MTProtoSession:
             self._mark_dropped(req_msg_id)
         else:
             out = self._answer_msgs.pop(req_msg_id, None)
+            if out is not None:
+                self._answer_msg_bytes -= len(out.body)
             if out is None:
                 ans = types.RpcAnswerUnknown()
             else:
@@ -582,6 +585,11 @@ class MTProtoSession:
         # The answer acknowledges the request: no separate msgs_ack for it.
         self._pending_acks.pop(req_msg_id, None)
         self._answer_msgs[req_msg_id] = out
+        self._answer_msg_bytes += len(out.body)
+        while len(self._answer_msgs) > _MAX_CACHED_ANSWERS or (
+            self._answer_msg_bytes > _MAX_CACHED_ANSWER_BYTES and len(self._answer_msgs) > 1
+        ):
+            self._answer_msg_bytes -= len(self._answer_msgs.popitem(last=False)[1].body)
         if len(body) <= _MAX_CACHED_ANSWER:
             self._answers[req_msg_id] = body
             self._answer_bytes += len(body)
@@ -589,8 +597,6 @@ class MTProtoSession:
             self._answer_bytes > _MAX_CACHED_ANSWER_BYTES and len(self._answers) > 1
         ):
             self._answer_bytes -= len(self._answers.popitem(last=False)[1])
-        while len(self._answer_msgs) > _MAX_CACHED_ANSWERS:
-            self._answer_msgs.popitem(last=False)
 
     def _forget_unacked(self, msg_id: int) -> OutMessage | None:
         out = self._unacked.pop(msg_id, None)

@@ -996,6 +996,7 @@ def test_answer_cache_and_unacked_set_are_bounded_in_bytes(h: Harness) -> None:
         h.mt.add_result(qid, big, NOW)
         h.flush()
     assert h.mt._answer_bytes <= 1 << 20
+    assert sum(len(m.body) for m in h.mt._answer_msgs.values()) <= 1 << 20
     assert sum(len(m.body) for m in h.mt._unacked.values()) <= h.mt.limits.max_pending_bytes
     assert h.mt._unacked_bytes == sum(len(m.body) for m in h.mt._unacked.values())
 
