@@ -163,6 +163,13 @@ def rpc_error(code: int, message: str) -> bytes:
     return bytes(b)
 
 
+_RPC_ERROR_HEAD = pack_I(types.RpcError.CONSTRUCTOR_ID)
+
+
+def _is_rpc_error(body: bytes) -> bool:
+    return body[12:16] == _RPC_ERROR_HEAD and body[:4] == pack_I(RPC_RESULT_ID)
+
+
 def rpc_result(req_msg_id: int, result: bytes, gzip_threshold: int) -> bytes:
     """rpc_result, gzip-packed when that is smaller; file bytes are never compressed
     (random or already compressed: ~25 ms of CPU per 512 KiB for nothing)."""
@@ -663,6 +670,11 @@ class MTProtoSession:
                 batch, size = [], 0
             batch.append(m)
             size += len(m.body) + 16
+            if _is_rpc_error(m.body):
+                # GramJS stops reading a container at the first rpc_error (it throws
+                # after rejecting that request): an error always ends its container.
+                packets.append(self._wrap(batch, now) if len(batch) > 1 else batch[0])
+                batch, size = [], 0
         if len(batch) == 1:
             packets.append(batch[0])
         elif batch:

@@ -1077,3 +1077,36 @@ def test_first_message_rejected_for_clock_skew_does_not_poison_session() -> None
     outs = h.flush()
     assert bad_msgs(outs) == []
     assert of_type(outs, types.Pong) == [types.Pong(msg_id=mid, ping_id=1)]
+
+
+def test_an_rpc_error_ends_its_container(h: Harness) -> None:
+    """GramJS stops reading a container after the first rpc_error: nothing may follow one."""
+    q1, _ = h.send(fn.updates.GetState())
+    q2, _ = h.send(fn.help.GetConfig())
+    q3, _ = h.send(fn.help.GetNearestDc())
+    h.mt.add_error(q1, 401, "AUTH_KEY_UNREGISTERED", NOW)
+    h.mt.add_error(q2, 401, "AUTH_KEY_UNREGISTERED", NOW)
+    h.mt.add_result(q3, types.NearestDc(country="", this_dc=2, nearest_dc=2).to_bytes(), NOW)
+    packets = h.mt.flush(NOW)
+    for p in packets:
+        if struct.unpack_from("<I", p.body)[0] == MSG_CONTAINER_ID:
+            inner = parse_container(p.body)
+            errors = [
+                i
+                for i, (_m, _s, b) in enumerate(inner)
+                if b[12:16] == struct.pack("<I", types.RpcError.CONSTRUCTOR_ID)
+            ]
+            assert all(i == len(inner) - 1 for i in errors)
+    answered = []
+    for p in packets:
+        bodies = (
+            [b for _m, _s, b in parse_container(p.body)]
+            if struct.unpack_from("<I", p.body)[0] == MSG_CONTAINER_ID
+            else [p.body]
+        )
+        answered += [
+            struct.unpack_from("<q", b, 4)[0]
+            for b in bodies
+            if b[:4] == struct.pack("<I", RPC_RESULT_ID)
+        ]
+    assert sorted(answered) == sorted([q1, q2, q3])
