@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.bff import account as bff_account
 from teamgram.bff import auth as bff_auth
+from teamgram.bff import chats as bff_chats
 from teamgram.bff import contacts as bff_contacts
 from teamgram.bff import dialogs as bff_dialogs
 from teamgram.bff import drafts as bff_drafts
@@ -44,6 +45,7 @@ from teamgram.messenger.sync.service import SyncService
 from teamgram.mtproto.crypto.rsa import ServerKey, load_or_create_server_key
 from teamgram.service.authsession.service import AuthSessionService
 from teamgram.service.biz.account_ttl import AccountReaper
+from teamgram.service.biz.chat import ChatService
 from teamgram.service.biz.contacts import ContactService
 from teamgram.service.biz.dialog import DialogService
 from teamgram.service.biz.privacy import PrivacyService
@@ -52,6 +54,7 @@ from teamgram.service.dfs import ObjectStore, UploadService, open_store
 from teamgram.service.idgen.service import IdGenService
 from teamgram.service.media.service import MediaService
 from teamgram.service.status.service import StatusService
+from teamgram.tl import types
 
 log = logging.getLogger("teamgram")
 
@@ -70,6 +73,7 @@ ROUTERS = (
     bff_upload.router,
     bff_photos.router,
     bff_media.router,
+    bff_chats.router,
 )
 
 
@@ -87,6 +91,7 @@ class Server:
         self.writer: GroupCommit
         self.sync: SyncService
         self.dialogs: DialogService
+        self.chats: ChatService
         self.msg: MsgService
         self.send_flood: TokenBuckets
         self.notices: ServiceNotices
@@ -127,6 +132,9 @@ class Server:
         )
         self.dialogs = DialogService(self.engine)
         self.msg = MsgService(self.engine, self.writer, self.sync, self.dialogs)
+        self.chats = ChatService(self.engine)
+        self.msg.chat_members = self._chat_members
+        self.msg.chat_view = self._chat_view
         self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)
         self.notices = ServiceNotices(self.msg, self.users, self.authsession)
         self.authsession.delivery.in_app = self.notices.login_code
@@ -166,6 +174,14 @@ class Server:
             cfg.advertised_host,
             key.fingerprint,
         )
+
+    async def _chat_members(self, chat_id: int) -> list[int]:
+        chat = await self.chats.get(chat_id)
+        return list(chat.members) if chat is not None else []
+
+    def _chat_view(self, chat_id: int, viewer_id: int) -> Any:
+        chat = self.chats.cached(chat_id)
+        return chat.chat_for(viewer_id) if chat is not None else types.ChatEmpty(id=chat_id)
 
     async def _profile_photo(self, photo_id: int) -> Any:
         rec = await self.media.photo(photo_id)

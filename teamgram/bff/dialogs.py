@@ -14,7 +14,7 @@ from teamgram.bff.messages import _dialog_input_peer, _key, _me, resolve_peer
 from teamgram.bff.rpc import RequestContext, Router
 from teamgram.messenger.sync.service import state_tl
 from teamgram.service.biz.dialog import DialogRecord
-from teamgram.service.biz.peers import PEER_USER, PeerKey, peer_tl
+from teamgram.service.biz.peers import PEER_CHAT, PEER_USER, PeerKey, peer_tl
 from teamgram.tl import functions as fn
 from teamgram.tl import types
 
@@ -42,8 +42,8 @@ def dialog_tl(ctx: RequestContext, d: DialogRecord) -> types.Dialog:
 
 async def dialogs_parts(
     ctx: RequestContext, dialogs: list[DialogRecord]
-) -> tuple[list[Any], list[Any], list[Any]]:
-    """(dialogs, top messages, users) for an answer."""
+) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """(dialogs, top messages, users, chats) for an answer."""
     me = _me(ctx)
     await ctx.server.users.load_notify(me)
     found = await ctx.server.msg.get(me, [d.top_message for d in dialogs if d.top_message])
@@ -53,7 +53,9 @@ async def dialogs_parts(
     for r in recs:
         ids |= r.user_ids()
     users = await ctx.server.users.users_for(me, sorted(ids))
-    return [dialog_tl(ctx, d) for d in dialogs], msgs, users
+    chat_ids = [d.peer_id for d in dialogs if d.peer_type == PEER_CHAT]
+    chats = [c.chat_for(me) for c in await ctx.server.chats.get_many(chat_ids)]
+    return [dialog_tl(ctx, d) for d in dialogs], msgs, users, chats
 
 
 @router(fn.messages.GetDialogs)
@@ -68,21 +70,21 @@ async def get_dialogs(ctx: RequestContext, req: fn.messages.GetDialogs) -> Any:
         limit,
         req.exclude_pinned,
     )
-    dialogs, msgs, users = await dialogs_parts(ctx, page)
+    dialogs, msgs, users, chats = await dialogs_parts(ctx, page)
     if len(page) >= total and not req.offset_date and not offset_id:
-        return types.messages.Dialogs(dialogs=dialogs, messages=msgs, chats=[], users=users)
+        return types.messages.Dialogs(dialogs=dialogs, messages=msgs, chats=chats, users=users)
     return types.messages.DialogsSlice(
-        count=total, dialogs=dialogs, messages=msgs, chats=[], users=users
+        count=total, dialogs=dialogs, messages=msgs, chats=chats, users=users
     )
 
 
 async def _peer_dialogs(ctx: RequestContext, records: list[DialogRecord]) -> Any:
-    dialogs, msgs, users = await dialogs_parts(ctx, records)
+    dialogs, msgs, users, chats = await dialogs_parts(ctx, records)
     me = _me(ctx)
     state = await ctx.server.sync.get_state(me)
     unread = await ctx.server.dialogs.unread_total(me)
     return types.messages.PeerDialogs(
-        dialogs=dialogs, messages=msgs, chats=[], users=users, state=state_tl(state, unread)
+        dialogs=dialogs, messages=msgs, chats=chats, users=users, state=state_tl(state, unread)
     )
 
 

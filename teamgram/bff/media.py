@@ -19,6 +19,8 @@ from teamgram.bff.messages import (
     _me,
     check_flood,
     clean_entities,
+    peer_blocked_me,
+    peer_chats,
     reply_to_id,
     resolve_peer,
     views_for,
@@ -96,7 +98,13 @@ def _caption(
     return pack_vector(ents), FLAG_HAS_URL if text and has_url(text, ents) else 0
 
 
-def _answer(ctx: RequestContext, sent: list[Any], random_ids: list[int], users: list[Any]) -> Any:
+def _answer(
+    ctx: RequestContext,
+    sent: list[Any],
+    random_ids: list[int],
+    users: list[Any],
+    chats: list[Any],
+) -> Any:
     updates: list[Any] = [
         types.UpdateMessageID(id=s.record.id, random_id=r)
         for s, r in zip(sent, random_ids, strict=True)
@@ -105,7 +113,7 @@ def _answer(ctx: RequestContext, sent: list[Any], random_ids: list[int], users: 
         types.UpdateNewMessage(message=ctx.server.msg.render(s.record), pts=s.pts, pts_count=1)
         for s in sent
     ]
-    return types.Updates(updates=updates, users=users, chats=[], date=int(time.time()), seq=0)
+    return types.Updates(updates=updates, users=users, chats=chats, date=int(time.time()), seq=0)
 
 
 @router(fn.messages.SendMedia)
@@ -125,12 +133,13 @@ async def send_media(ctx: RequestContext, req: fn.messages.SendMedia) -> Any:
         media_id=stored.media_id,
         flags=(FLAG_SILENT if req.silent else 0) | url_flag,
     )
-    blocked = peer[1] != me and me in await ctx.server.contacts.blocked_of(peer[1])
+    blocked = await peer_blocked_me(ctx, peer)
     views = await views_for(ctx, peer)
+    chats = await peer_chats(ctx, peer)
     sent = await ctx.server.msg.send(
         me, peer, [item], views, _key(ctx), clear_draft=req.clear_draft, deliver_to_peer=not blocked
     )
-    return _answer(ctx, sent, [req.random_id], views.get(me, []))
+    return _answer(ctx, sent, [req.random_id], views.get(me, []), chats)
 
 
 @router(fn.messages.SendMultiMedia)
@@ -164,12 +173,13 @@ async def send_multi_media(ctx: RequestContext, req: fn.messages.SendMultiMedia)
                 grouped_id=grouped_id,
             )
         )
-    blocked = peer[1] != me and me in await ctx.server.contacts.blocked_of(peer[1])
+    blocked = await peer_blocked_me(ctx, peer)
     views = await views_for(ctx, peer)
+    chats = await peer_chats(ctx, peer)
     sent = await ctx.server.msg.send(
         me, peer, items, views, _key(ctx), clear_draft=req.clear_draft, deliver_to_peer=not blocked
     )
-    return _answer(ctx, sent, random_ids, views.get(me, []))
+    return _answer(ctx, sent, random_ids, views.get(me, []), chats)
 
 
 @router(fn.messages.UploadMedia)

@@ -33,7 +33,7 @@ from teamgram.messenger.msg.records import (
 from teamgram.messenger.msg.service import NewMessage
 from teamgram.messenger.msg.tables import messages as messages_table
 from teamgram.service.biz.contacts import contacts_hash
-from teamgram.service.biz.peers import PEER_USER, PeerKey, peer_key, peer_tl
+from teamgram.service.biz.peers import PEER_CHAT, PEER_USER, PeerKey, peer_key, peer_tl
 from teamgram.tl import functions as fn
 from teamgram.tl import types
 
@@ -56,8 +56,17 @@ def _key(ctx: RequestContext) -> int:
 
 
 async def resolve_peer(ctx: RequestContext, input_peer: Any) -> PeerKey:
-    """An InputPeer naming an existing user (or self); PEER_ID_INVALID otherwise."""
+    """An InputPeer naming an existing user (or self), or a basic group the caller is
+    or was in; PEER_ID_INVALID otherwise."""
     me = _me(ctx)
+    if isinstance(input_peer, types.InputPeerChat):
+        chat = await ctx.server.chats.get(input_peer.chat_id)
+        if chat is None or (
+            me not in chat.members
+            and await ctx.server.dialogs.get(me, (PEER_CHAT, chat.id)) is None
+        ):
+            raise RpcError(400, "PEER_ID_INVALID")
+        return PEER_CHAT, chat.id
     peer = ctx.server.users.resolve_input_peer(me, input_peer)
     key = peer_key(peer)
     if key[0] != PEER_USER:
@@ -121,8 +130,12 @@ async def views_for(
     peer: PeerKey,
     extra: frozenset[int] | set[int] = frozenset(),
 ) -> dict[int, list[Any]]:  # type: ignore[assignment]
-    """The User objects each receiver of a private-chat update needs."""
+    """The User objects each receiver of a new message's update needs."""
     me = _me(ctx)
+    if peer[0] == PEER_CHAT:
+        chat = await ctx.server.chats.member_chat(peer[1], me)
+        chat_ids = sorted({me, *extra})
+        return {u: await ctx.server.users.users_for(u, chat_ids) for u in chat.members}
     ids = sorted({me, *extra} | ({peer[1]} if peer[0] == PEER_USER else set()))
     receivers = {me} | ({peer[1]} if peer[0] == PEER_USER else set())
     return {u: await ctx.server.users.users_for(u, ids) for u in receivers}
@@ -139,15 +152,40 @@ async def users_of(
     return await ctx.server.users.users_for(_me(ctx), sorted(ids))
 
 
+async def chats_of(ctx: RequestContext, recs: list[MessageRecord]) -> list[Any]:
+    """The Chat objects (as the caller sees them) of the basic groups ``recs`` are in."""
+    ids = sorted({r.peer_id for r in recs if r.peer_type == PEER_CHAT})
+    return [c.chat_for(_me(ctx)) for c in await ctx.server.chats.get_many(ids)]
+
+
+async def peer_blocked_me(ctx: RequestContext, peer: PeerKey) -> bool:
+    """The other user of a private chat blocked the caller (their copy is not made)."""
+    me = _me(ctx)
+    return (
+        peer[0] == PEER_USER
+        and peer[1] != me
+        and me in await ctx.server.contacts.blocked_of(peer[1])
+    )
+
+
+async def peer_chats(ctx: RequestContext, peer: PeerKey) -> list[Any]:
+    """``[Chat]`` for a basic-group peer (as the caller sees it), else ``[]``."""
+    if peer[0] != PEER_CHAT:
+        return []
+    chat = await ctx.server.chats.get(peer[1])
+    return [chat.chat_for(_me(ctx))] if chat is not None else []
+
+
 async def messages_answer(
     ctx: RequestContext, recs: list[MessageRecord], total: int | None = None
 ) -> Any:
     msgs = await ctx.server.msg.views(_me(ctx), recs)
     users = await users_of(ctx, recs)
+    chats = await chats_of(ctx, recs)
     if total is None or total <= len(recs):
-        return types.messages.Messages(topics=[], messages=msgs, chats=[], users=users)
+        return types.messages.Messages(topics=[], messages=msgs, chats=chats, users=users)
     return types.messages.MessagesSlice(
-        topics=[], count=total, messages=msgs, chats=[], users=users
+        topics=[], count=total, messages=msgs, chats=chats, users=users
     )
 
 
@@ -178,7 +216,7 @@ async def send_message(ctx: RequestContext, req: fn.messages.SendMessage) -> Any
         reply_to_id=reply_to_id(req.reply_to),
         flags=flags,
     )
-    blocked = peer[1] != me and me in await ctx.server.contacts.blocked_of(peer[1])
+    blocked = await peer_blocked_me(ctx, peer)
     sent = await ctx.server.msg.send(
         me,
         peer,
@@ -216,9 +254,10 @@ async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages
     if not items:
         raise RpcError(400, "MESSAGE_ID_INVALID")
     check_flood(ctx, len(items))
-    blocked = to_peer[1] != me and me in await ctx.server.contacts.blocked_of(to_peer[1])
+    blocked = await peer_blocked_me(ctx, to_peer)
     extra = set().union(*(r.user_ids() for r in found.values()))
     views = await views_for(ctx, to_peer, extra)
+    chats = await peer_chats(ctx, to_peer)
     sent = await ctx.server.msg.send(
         me, to_peer, items, views, _key(ctx), deliver_to_peer=not blocked
     )
@@ -230,7 +269,11 @@ async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages
             types.UpdateNewMessage(message=ctx.server.msg.render(s.record), pts=s.pts, pts_count=1)
         )
     return types.Updates(
-        updates=updates, users=views.get(me, []), chats=[], date=int(time.time()), seq=0
+        updates=updates,
+        users=views.get(me, []),
+        chats=chats,
+        date=int(time.time()),
+        seq=0,
     )
 
 
@@ -276,10 +319,21 @@ def _forwarded(
 async def set_typing(ctx: RequestContext, req: fn.messages.SetTyping) -> bool:
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
-    if peer[1] != me and me not in await ctx.server.contacts.blocked_of(peer[1]):
+    now = int(time.time())
+    if peer[0] == PEER_CHAT:
+        chat = await ctx.server.chats.member_chat(peer[1], me)
         update = types.UpdateShort(
-            update=types.UpdateUserTyping(user_id=me, action=req.action),
-            date=int(time.time()),
+            update=types.UpdateChatUserTyping(
+                chat_id=chat.id, from_id=types.PeerUser(user_id=me), action=req.action
+            ),
+            date=now,
+        )
+        for member in chat.members:
+            if member != me:
+                ctx.server.sync.push_now(member, update)
+    elif peer[1] != me and not await peer_blocked_me(ctx, peer):
+        update = types.UpdateShort(
+            update=types.UpdateUserTyping(user_id=me, action=req.action), date=now
         )
         ctx.server.sync.push_now(peer[1], update)
     return True
@@ -340,7 +394,7 @@ async def get_messages(ctx: RequestContext, req: fn.messages.GetMessages) -> Any
         else:
             out.append(types.MessageEmpty(id=int(w or getattr(m, "id", 0) or 0)))
     return types.messages.Messages(
-        topics=[], messages=out, chats=[], users=await users_of(ctx, recs)
+        topics=[], messages=out, chats=await chats_of(ctx, recs), users=await users_of(ctx, recs)
     )
 
 
@@ -431,7 +485,7 @@ async def search_global(ctx: RequestContext, req: fn.messages.SearchGlobal) -> A
         topics=[],
         count=total,
         messages=msgs,
-        chats=[],
+        chats=await chats_of(ctx, recs),
         users=users,
         next_rate=recs[-1].date if len(recs) == limit and recs else None,
     )
@@ -453,11 +507,12 @@ async def edit_message(ctx: RequestContext, req: fn.messages.EditMessage) -> Any
         entities = pack_vector(ents)
         flags = FLAG_HAS_URL if has_url(text, ents) else 0
     views = await views_for(ctx, peer)
+    chats = await peer_chats(ctx, peer)
     _, update = await ctx.server.msg.edit(
         me, peer, req.id, text, entities, views, _key(ctx), flags_set=flags
     )
     return types.Updates(
-        updates=[update], users=views.get(me, []), chats=[], date=int(time.time()), seq=0
+        updates=[update], users=views.get(me, []), chats=chats, date=int(time.time()), seq=0
     )
 
 
@@ -502,11 +557,12 @@ async def update_pinned_message(ctx: RequestContext, req: fn.messages.UpdatePinn
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
     views = await views_for(ctx, peer)
+    chats = await peer_chats(ctx, peer)
     updates = await ctx.server.msg.set_pinned(
         me, peer, req.id, req.unpin, req.pm_oneside, req.silent, views, _key(ctx)
     )
     return types.Updates(
-        updates=updates, users=views.get(me, []), chats=[], date=int(time.time()), seq=0
+        updates=updates, users=views.get(me, []), chats=chats, date=int(time.time()), seq=0
     )
 
 
@@ -522,7 +578,10 @@ async def send_reaction(ctx: RequestContext, req: fn.messages.SendReaction) -> A
             emoticons.append(r.emoticon)
     if len(emoticons) > REACTIONS_MAX:
         raise RpcError(400, "REACTIONS_TOO_MANY")
-    users = await ctx.server.users.users_for(me, sorted({me, peer[1]}))
+    users = await ctx.server.users.users_for(
+        me, sorted({me, peer[1]} if peer[0] == PEER_USER else {me})
+    )
+    chats = await peer_chats(ctx, peer)
     # Nothing awaited after the write: the answer leaves before any later push.
     update = await ctx.server.msg.react(me, peer, req.msg_id, emoticons, _key(ctx))
-    return types.Updates(updates=[update], users=users, chats=[], date=int(time.time()), seq=0)
+    return types.Updates(updates=[update], users=users, chats=chats, date=int(time.time()), seq=0)

@@ -32,14 +32,16 @@ async def get_state(ctx: RequestContext, req: fn.updates.GetState) -> types.upda
     return state_tl(state, await ctx.server.dialogs.unread_total(me))
 
 
-def _peer_users(obj: Any, out: set[int]) -> None:
-    """User ids a client needs to show ``obj`` (a Message or an Update)."""
+def _peer_users(obj: Any, out: set[int], chats: set[int] | None = None) -> None:
+    """User ids (and basic-group ids) a client needs to show ``obj`` (Message or Update)."""
     for name in ("from_id", "peer_id", "peer"):
         p = getattr(obj, name, None)
         if isinstance(p, types.DialogPeer):
             p = p.peer
         if isinstance(p, types.PeerUser):
             out.add(p.user_id)
+        elif isinstance(p, types.PeerChat) and chats is not None:
+            chats.add(p.chat_id)
     fwd = getattr(obj, "fwd_from", None)
     if fwd is not None:
         for p in (fwd.from_id, fwd.saved_from_peer):
@@ -50,7 +52,10 @@ def _peer_users(obj: Any, out: set[int]) -> None:
         out.add(user_id)
     message = getattr(obj, "message", None)
     if message is not None and not isinstance(message, str):
-        _peer_users(message, out)
+        _peer_users(message, out, chats)
+    action = getattr(obj, "action", None)
+    for uid in getattr(action, "users", None) or ():
+        out.add(uid)
 
 
 @router(fn.updates.GetDifference)
@@ -71,21 +76,23 @@ async def get_difference(ctx: RequestContext, req: fn.updates.GetDifference) -> 
     new_messages: list[Any] = []
     other: list[Any] = []
     ids: set[int] = {me}
+    chat_ids: set[int] = set()
     for entry in diff.updates:
         upd = entry.update
         if isinstance(upd, types.UpdateNewMessage):
             new_messages.append(upd.message)
         else:
             other.append(upd)
-        _peer_users(upd, ids)
+        _peer_users(upd, ids, chat_ids)
     users = await ctx.server.users.users_for(me, sorted(ids))
+    chats = [c.chat_for(me) for c in await ctx.server.chats.get_many(sorted(chat_ids))]
     state = state_tl(diff.state, await ctx.server.dialogs.unread_total(me))
     if diff.partial:
         return types.updates.DifferenceSlice(
             new_messages=new_messages,
             new_encrypted_messages=[],
             other_updates=other,
-            chats=[],
+            chats=chats,
             users=users,
             intermediate_state=state,
         )
@@ -93,7 +100,7 @@ async def get_difference(ctx: RequestContext, req: fn.updates.GetDifference) -> 
         new_messages=new_messages,
         new_encrypted_messages=[],
         other_updates=other,
-        chats=[],
+        chats=chats,
         users=users,
         state=state,
     )

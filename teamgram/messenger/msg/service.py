@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,7 +38,7 @@ from teamgram.messenger.msg.records import (
 from teamgram.messenger.msg.tables import message_boxes, message_reactions, messages
 from teamgram.messenger.sync.service import SyncService
 from teamgram.service.biz.dialog import PINNED_MAX, DialogService
-from teamgram.service.biz.peers import PEER_USER, PeerKey, peer_tl
+from teamgram.service.biz.peers import PEER_CHAT, PEER_USER, PeerKey, peer_tl
 from teamgram.tl import TLObject, types
 
 # Telegram: messages in private chats can be edited for 48 hours (not in Saved Messages).
@@ -101,9 +101,15 @@ def _chunks(items: list[Any]) -> Iterable[list[Any]]:
         yield items[i : i + _CHUNK]
 
 
-def _updates(updates: list[Any], users: list[Any] | None = None) -> types.Updates:
+def _updates(
+    updates: list[Any], users: list[Any] | None = None, chats: list[Any] | None = None
+) -> types.Updates:
     return types.Updates(
-        updates=updates, users=list(users or ()), chats=[], date=int(time.time()), seq=0
+        updates=updates,
+        users=list(users or ()),
+        chats=list(chats or ()),
+        date=int(time.time()),
+        seq=0,
     )
 
 
@@ -127,6 +133,10 @@ class MsgService:
         self.cache_counters = cache_counters
         # Refreshes file references in stored media (the media service plugs in).
         self.media_hook: MediaHook | None = None
+        # Basic groups (biz/chat plugs in): the members of a chat, and the Chat a
+        # member sees (for the ``chats`` of pushed updates).
+        self.chat_members: Callable[[int], Awaitable[list[int]]] | None = None
+        self.chat_view: Callable[[int, int], Any] | None = None
         self._last_ids: dict[int, int] = {}
         # random_ids committed lately: a resend that raced its first copy's commit
         # (looked up before it was there) is still caught.
@@ -326,9 +336,19 @@ class MsgService:
         deliver_to_peer: bool = True,
         known: dict[int, MessageRecord] | None = None,
     ) -> list[Sent]:
-        if peer[0] != PEER_USER:
-            raise RpcError(400, "PEER_ID_INVALID")  # chats and channels: their own services
-        recipient = peer[1] if peer[1] != sender_id and deliver_to_peer else None
+        # Who else gets a copy, and under which dialog: the other user (private), or
+        # every other member (basic group: one copy per member's box, as Telegram).
+        if peer[0] == PEER_USER:
+            recipients = [peer[1]] if peer[1] != sender_id and deliver_to_peer else []
+            recipient_peer: PeerKey = (PEER_USER, sender_id)
+        elif peer[0] == PEER_CHAT and self.chat_members is not None:
+            members = await self.chat_members(peer[1])
+            if sender_id not in members:
+                raise RpcError(400, "CHAT_ID_INVALID")
+            recipients = [u for u in members if u != sender_id]
+            recipient_peer = peer
+        else:
+            raise RpcError(400, "PEER_ID_INVALID")  # channels: their own service
         # random_id seen before? In this batch (staged) or lately (recent, in
         # memory); an older one makes the insert fail on uq_messages_random and
         # send() comes back with it looked up (known). A cache-less (split)
@@ -356,7 +376,7 @@ class MsgService:
         now = int(time.time())
         sent: list[Sent] = []
         sender_updates: list[Any] = []
-        recipient_updates: list[Any] = []
+        recipient_updates: dict[int, list[Any]] = {}
         for item in items:
             dup = seen.get(item.random_id) if item.random_id is not None else None
             if dup is not None:
@@ -398,38 +418,65 @@ class MsgService:
             await self.dialogs.on_message(tx, sender_id, peer, rec.id, now, incoming=False)
             sender_updates.append(upd)
             sent.append(Sent(rec, rec.pts))
-            if recipient is None:
-                continue
-            copy = replace(
-                rec,
-                user_id=recipient,
-                id=await self._next_id(tx, recipient),
-                peer_id=sender_id,
-                out=False,
-                random_id=None,
-                reply_to_id=None,
-            )
-            if reply_shared is not None:
-                row = (
-                    await tx.conn.execute(
-                        sa.select(messages.c.id).where(
-                            messages.c.user_id == recipient, messages.c.shared_id == reply_shared
-                        )
-                    )
-                ).first()
-                copy.reply_to_id = row.id if row else None
-            upd_b = types.UpdateNewMessage(message=self.render(copy), pts=0, pts_count=1)
-            copy.pts = await self.sync.append(tx, recipient, upd_b)
-            await self._insert(tx, copy)
-            await self.dialogs.on_message(tx, recipient, (PEER_USER, sender_id), copy.id, now, True)
-            recipient_updates.append(upd_b)
+            for recipient in recipients:
+                await self._copy_in(
+                    tx, rec, recipient, recipient_peer, reply_shared, now, recipient_updates
+                )
         if sender_updates:
             self.sync.push_later(
-                tx, sender_id, _updates(sender_updates, views.get(sender_id)), exclude_key
+                tx,
+                sender_id,
+                _updates(sender_updates, views.get(sender_id), self._chats_view(peer, sender_id)),
+                exclude_key,
             )
-        if recipient is not None and recipient_updates:
-            self.sync.push_later(tx, recipient, _updates(recipient_updates, views.get(recipient)))
+        for recipient, updates in recipient_updates.items():
+            self.sync.push_later(
+                tx,
+                recipient,
+                _updates(updates, views.get(recipient), self._chats_view(peer, recipient)),
+            )
         return sent
+
+    def _chats_view(self, peer: PeerKey, viewer: int) -> list[Any]:
+        if peer[0] == PEER_CHAT and self.chat_view is not None:
+            return [self.chat_view(peer[1], viewer)]
+        return []
+
+    async def _copy_in(
+        self,
+        tx: Tx,
+        rec: MessageRecord,
+        recipient: int,
+        recipient_peer: PeerKey,
+        reply_shared: int | None,
+        now: int,
+        out: dict[int, list[Any]],
+    ) -> None:
+        """The recipient's copy of a message just stored in the sender's box."""
+        copy = replace(
+            rec,
+            user_id=recipient,
+            id=await self._next_id(tx, recipient),
+            peer_type=recipient_peer[0],
+            peer_id=recipient_peer[1],
+            out=False,
+            random_id=None,
+            reply_to_id=None,
+        )
+        if reply_shared is not None:
+            row = (
+                await tx.conn.execute(
+                    sa.select(messages.c.id).where(
+                        messages.c.user_id == recipient, messages.c.shared_id == reply_shared
+                    )
+                )
+            ).first()
+            copy.reply_to_id = row.id if row else None
+        upd = types.UpdateNewMessage(message=self.render(copy), pts=0, pts_count=1)
+        copy.pts = await self.sync.append(tx, recipient, upd)
+        await self._insert(tx, copy)
+        await self.dialogs.on_message(tx, recipient, recipient_peer, copy.id, now, True)
+        out.setdefault(recipient, []).append(upd)
 
     # ------------------------------------------------------------------ edit
     async def edit(
@@ -611,20 +658,21 @@ class MsgService:
             )
             pts = await self.sync.append(tx, user_id, upd)
             self.sync.push_later(tx, user_id, _updates([upd]), exclude_key)
-            if peer[0] == PEER_USER and peer[1] != user_id:
-                await self._receipt_in(tx, user_id, peer[1], in_dialog, upto)
+            if peer != (PEER_USER, user_id):
+                await self._receipt_in(tx, user_id, peer, in_dialog, upto)
             return Affected(pts, 1, [upd])
 
         return await self.writer.run(op)
 
     async def _receipt_in(
-        self, tx: Tx, reader: int, sender: int, in_dialog: Any, upto: int
+        self, tx: Tx, reader: int, peer: PeerKey, in_dialog: Any, upto: int
     ) -> None:
-        """The other side's outgoing messages up to the one read: updateReadHistoryOutbox."""
+        """The sender of the last message read learns it (updateReadHistoryOutbox): the
+        other user in a private chat, whoever wrote it in a group."""
         m = messages
         last = (
             await tx.conn.execute(
-                sa.select(m.c.shared_id)
+                sa.select(m.c.shared_id, m.c.from_id)
                 .where(in_dialog, m.c.out == sa.false(), m.c.id <= upto)
                 .order_by(m.c.id.desc())
                 .limit(1)
@@ -632,6 +680,7 @@ class MsgService:
         ).first()
         if last is None:
             return
+        sender = last.from_id
         theirs = (
             await tx.conn.execute(
                 sa.select(m.c.id).where(m.c.user_id == sender, m.c.shared_id == last.shared_id)
@@ -639,7 +688,7 @@ class MsgService:
         ).first()
         if theirs is None:
             return
-        their_peer = (PEER_USER, reader)
+        their_peer = (PEER_USER, reader) if peer[0] == PEER_USER else peer
         d = await self.dialogs.get_in(tx, sender, their_peer)
         if d is None or theirs.id <= d.read_outbox_max_id:
             return

@@ -1,4 +1,5 @@
-"""Tables owned by biz: users, privacy, contacts, blocks (0002), dialogs (0004), notify (0006)."""
+"""Tables owned by biz: users, privacy, contacts, blocks (0002), dialogs (0004), notify
+(0006), basic groups (0007)."""
 
 import sqlalchemy as sa
 
@@ -82,4 +83,27 @@ notify_settings = sa.Table(
     sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("peer_key", sa.String(64), primary_key=True),
     sa.Column("settings", sa.LargeBinary, nullable=False),
+)
+
+# Basic groups (migration 0007): their members are in chat_participants.
+chats = sa.Table(
+    "chats",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.String(255), nullable=False),
+    sa.Column("creator_id", sa.BigInteger, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("deactivated", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+chat_participants = sa.Table(
+    "chat_participants",
+    metadata,
+    sa.Column("chat_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("inviter_id", sa.BigInteger, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_chat_participants_user", "user_id"),
 )
