@@ -132,7 +132,7 @@ class Server:
         )
         self.dialogs = DialogService(self.engine)
         self.msg = MsgService(self.engine, self.writer, self.sync, self.dialogs)
-        self.chats = ChatService(self.engine)
+        self.chats = ChatService(self.engine, cfg.dc_id)
         self.msg.chat_members = self._chat_members
         self.msg.chat_view = self._chat_view
         self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)

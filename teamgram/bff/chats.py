@@ -24,16 +24,21 @@ router = Router()
 
 
 async def _announce(
-    ctx: RequestContext, chat: ChatRecord, action: TLObject, extra_users: set[int]
+    ctx: RequestContext,
+    chat: ChatRecord,
+    action: TLObject,
+    extra_users: set[int],
+    media_id: int | None = None,
 ) -> types.Updates:
-    """Send the service message ``action`` to the group; the caller's Updates answer."""
+    """Send the service message ``action`` to the group; the caller's Updates answer.
+
+    ``media_id``: the photo the action carries (members may download it)."""
     me = _me(ctx)
     peer = (PEER_CHAT, chat.id)
     views = await views_for(ctx, peer, extra_users)
     chats = [chat.chat_for(me)]
-    sent = await ctx.server.msg.send(
-        me, peer, [NewMessage(action=action.to_bytes())], views, _key(ctx)
-    )
+    item = NewMessage(action=action.to_bytes(), media_id=media_id)
+    sent = await ctx.server.msg.send(me, peer, [item], views, _key(ctx))
     s = sent[0]
     return types.Updates(
         updates=[
@@ -131,3 +136,124 @@ async def get_full_chat(ctx: RequestContext, req: fn.messages.GetFullChat) -> An
         chats=[chat.chat_for(me)],
         users=await ctx.server.users.users_for(me, user_ids),
     )
+
+
+async def _chat_of_peer(ctx: RequestContext, peer: Any) -> ChatRecord:
+    if not isinstance(peer, types.InputPeerChat):
+        raise RpcError(400, "PEER_ID_INVALID")  # channels: their own service
+    return await ctx.server.chats.member_chat(peer.chat_id, _me(ctx))
+
+
+@router(fn.messages.ExportChatInvite)
+async def export_chat_invite(ctx: RequestContext, req: fn.messages.ExportChatInvite) -> Any:
+    chat = await _chat_of_peer(ctx, req.peer)
+    if req.request_needed or req.subscription_pricing is not None:
+        # Join requests and paid subscriptions belong to channels.
+        raise RpcError(400, "CHAT_INVALID")
+    return await ctx.server.chats.export_invite(
+        chat.id, _me(ctx), req.expire_date, req.usage_limit, req.title
+    )
+
+
+@router(fn.messages.CheckChatInvite)
+async def check_chat_invite(ctx: RequestContext, req: fn.messages.CheckChatInvite) -> Any:
+    me = _me(ctx)
+    chat, _row = await ctx.server.chats.invite(req.hash, member_id=me)
+    if me in chat.members:
+        return types.ChatInviteAlready(chat=chat.chat_for(me))
+    photo: Any = types.PhotoEmpty(id=0)
+    if chat.photo_id is not None:
+        rec = await ctx.server.media.photo(chat.photo_id)
+        if rec is not None:
+            photo = ctx.server.media.photo_tl(rec)
+    return types.ChatInvite(
+        title=chat.title,
+        photo=photo,
+        participants_count=len(chat.members),
+        color=chat.id % 7,
+        participants=await ctx.server.users.users_for(me, sorted(chat.members)[:10]),
+    )
+
+
+@router(fn.messages.ImportChatInvite)
+async def import_chat_invite(ctx: RequestContext, req: fn.messages.ImportChatInvite) -> Any:
+    me = _me(ctx)
+    chat, inviter = await ctx.server.chats.join_by_invite(req.hash, me)
+    return await _announce(
+        ctx, chat, types.MessageActionChatJoinedByLink(inviter_id=inviter), {inviter}
+    )
+
+
+@router(fn.messages.EditChatAdmin)
+async def edit_chat_admin(ctx: RequestContext, req: fn.messages.EditChatAdmin) -> bool:
+    me = _me(ctx)
+    uid = ctx.server.users.resolve_input_user(me, req.user_id)
+    chat = await ctx.server.chats.set_admin(req.chat_id, uid, req.is_admin, me)
+    update = types.UpdateShort(
+        update=types.UpdateChatParticipantAdmin(
+            chat_id=chat.id, user_id=uid, is_admin=req.is_admin, version=chat.version
+        ),
+        date=int(time.time()),
+    )
+    for member in chat.members:
+        ctx.server.sync.push_now(member, update)
+    return True
+
+
+@router(fn.messages.EditChatDefaultBannedRights)
+async def edit_chat_default_banned_rights(
+    ctx: RequestContext, req: fn.messages.EditChatDefaultBannedRights
+) -> Any:
+    me = _me(ctx)
+    chat = await _chat_of_peer(ctx, req.peer)
+    chat = await ctx.server.chats.set_banned_rights(chat.id, req.banned_rights, me)
+    update = types.UpdateChatDefaultBannedRights(
+        peer=types.PeerChat(chat_id=chat.id),
+        default_banned_rights=chat.default_rights(),
+        version=chat.version,
+    )
+    answer = types.Updates(
+        updates=[update], users=[], chats=[chat.chat_for(me)], date=int(time.time()), seq=0
+    )
+    for member in chat.members:
+        if member != me:
+            ctx.server.sync.push_now(
+                member,
+                types.Updates(
+                    updates=[update],
+                    users=[],
+                    chats=[chat.chat_for(member)],
+                    date=int(time.time()),
+                    seq=0,
+                ),
+            )
+    return answer
+
+
+@router(fn.messages.EditChatPhoto)
+async def edit_chat_photo(ctx: RequestContext, req: fn.messages.EditChatPhoto) -> Any:
+    me = _me(ctx)
+    chat = await ctx.server.chats.member_chat(req.chat_id, me)
+    ctx.server.chats.check_right(chat, me, "change_info")
+    photo = req.photo
+    media = ctx.server.media
+    if isinstance(photo, types.InputChatPhotoEmpty):
+        if chat.photo_id is None:
+            raise RpcError(400, "CHAT_NOT_MODIFIED")
+        chat = await ctx.server.chats.set_photo(chat.id, None, None, me)
+        return await _announce(ctx, chat, types.MessageActionChatDeletePhoto(), set())
+    if isinstance(photo, types.InputChatUploadedPhoto):
+        if photo.file is None:
+            raise RpcError(400, "PHOTO_FILE_MISSING")
+        rec = await media.upload_photo(me, photo.file, profile=True)
+    elif isinstance(photo, types.InputChatPhoto):
+        rec = await media.resolve_input_photo(photo.id)
+        if rec.owner_id != me and not await ctx.server.msg.has_media(me, rec.id):
+            raise RpcError(400, "PHOTO_INVALID")
+    else:
+        raise RpcError(400, "PHOTO_INVALID")
+    # Not one of the caller's own profile photos, though made the same way.
+    await media.set_profile([rec.id], False)
+    chat = await ctx.server.chats.set_photo(chat.id, rec.id, rec.stripped, me)
+    action = types.MessageActionChatEditPhoto(photo=media.photo_tl(rec))
+    return await _announce(ctx, chat, action, set(), media_id=rec.id)

@@ -17,6 +17,7 @@ from typing import Any
 from teamgram.bff.messages import (
     _key,
     _me,
+    check_can_send,
     check_flood,
     clean_entities,
     peer_blocked_me,
@@ -121,6 +122,7 @@ async def send_media(ctx: RequestContext, req: fn.messages.SendMedia) -> Any:
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
     entities, url_flag = _caption(ctx, req.message, req.entities)
+    await check_can_send(ctx, peer, "send_media")
     check_flood(ctx)
     stored = await store_media(ctx, req.media)
     item = NewMessage(
@@ -150,6 +152,7 @@ async def send_multi_media(ctx: RequestContext, req: fn.messages.SendMultiMedia)
         raise RpcError(400, "MEDIA_EMPTY")
     if len(req.multi_media) > ALBUM_MAX:
         raise RpcError(400, "MULTI_MEDIA_TOO_LONG")
+    await check_can_send(ctx, peer, "send_media")
     check_flood(ctx, len(req.multi_media))
     grouped_id = secrets.randbits(62) + 1
     items: list[NewMessage] = []

@@ -158,6 +158,13 @@ async def chats_of(ctx: RequestContext, recs: list[MessageRecord]) -> list[Any]:
     return [c.chat_for(_me(ctx)) for c in await ctx.server.chats.get_many(ids)]
 
 
+async def check_can_send(ctx: RequestContext, peer: PeerKey, right: str = "send_messages") -> None:
+    """In a basic group, the group's default rights may forbid members to send."""
+    if peer[0] == PEER_CHAT:
+        chat = await ctx.server.chats.member_chat(peer[1], _me(ctx))
+        ctx.server.chats.check_right(chat, _me(ctx), right)
+
+
 async def peer_blocked_me(ctx: RequestContext, peer: PeerKey) -> bool:
     """The other user of a private chat blocked the caller (their copy is not made)."""
     me = _me(ctx)
@@ -205,6 +212,7 @@ async def send_message(ctx: RequestContext, req: fn.messages.SendMessage) -> Any
     peer = await resolve_peer(ctx, req.peer)
     check_text(ctx, req.message)
     entities = clean_entities(ctx, req.message, req.entities)
+    await check_can_send(ctx, peer)
     check_flood(ctx)
     flags = (FLAG_SILENT if req.silent else 0) | (FLAG_NO_WEBPAGE if req.no_webpage else 0)
     if has_url(req.message, entities):
@@ -253,6 +261,7 @@ async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages
         items.append(_forwarded(rec, from_peer, to_peer, me, random_id, req))
     if not items:
         raise RpcError(400, "MESSAGE_ID_INVALID")
+    await check_can_send(ctx, to_peer)
     check_flood(ctx, len(items))
     blocked = await peer_blocked_me(ctx, to_peer)
     extra = set().union(*(r.user_ids() for r in found.values()))

@@ -46,6 +46,14 @@ async def get_file(ctx: RequestContext, req: fn.upload.GetFile) -> Any:
         return await media.read_photo(me, loc, req.offset, req.limit, req.precise)
     if isinstance(loc, types.InputDocumentFileLocation):
         return await media.read_document(me, loc, req.offset, req.limit, req.precise)
+    if isinstance(loc, types.InputPeerPhotoFileLocation) and isinstance(
+        loc.peer, types.InputPeerChat
+    ):
+        chat = await ctx.server.chats.member_chat(loc.peer.chat_id, me)
+        rec = await media.photo(loc.photo_id) if chat.photo_id == loc.photo_id else None
+        if rec is None:
+            raise RpcError(400, "LOCATION_INVALID")
+        return await media.read_profile_photo(rec, loc.big, req.offset, req.limit, req.precise)
     if isinstance(loc, types.InputPeerPhotoFileLocation):
         user_id = ctx.server.users.resolve_input_peer_user(me, loc.peer)
         user = await ctx.server.users.user_for(me, user_id)

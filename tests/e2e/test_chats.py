@@ -142,3 +142,75 @@ async def test_strangers_cannot_reach_a_group(server: Server, telethon_for: Fact
         await eve(functions.messages.AddChatUserRequest(chat.id, tt.InputUserSelf(), 0))
     with pytest.raises(errors.ChatTitleEmptyError):
         await a(functions.messages.CreateChatRequest(users=[bob], title="   "))
+
+
+async def test_invite_links_admins_rights_and_photo(
+    server: Server, telethon_for: Factory, tmp_path: Any
+) -> None:
+    import io
+
+    from PIL import Image
+
+    a, ua = await signed_in(server, telethon_for, "Alice")
+    b, ub = await signed_in(server, telethon_for, "Bob")
+    c, uc = await signed_in(server, telethon_for, "Carol")
+    (bob,) = await knows(a, ub.phone)
+    invited = await a(functions.messages.CreateChatRequest(users=[bob], title="Club"))
+    chat = invited.updates.chats[0]
+    peer = tt.InputPeerChat(chat.id)
+
+    # A link with one use: Carol looks, joins, and the next one gets EXPIRED.
+    link = await a(functions.messages.ExportChatInviteRequest(peer, usage_limit=1, title="one"))
+    invite_hash = link.link.rsplit("+", 1)[1]
+    info = await c(functions.messages.CheckChatInviteRequest(invite_hash))
+    assert isinstance(info, tt.ChatInvite) and info.title == "Club"
+    assert info.participants_count == 2
+    joined = await c(functions.messages.ImportChatInviteRequest(invite_hash))
+    action = joined.updates[0].message.action
+    assert isinstance(action, tt.MessageActionChatJoinedByLink) and action.inviter_id == ua.id
+    again = await c(functions.messages.CheckChatInviteRequest(invite_hash))
+    assert isinstance(again, tt.ChatInviteAlready)
+    with pytest.raises(errors.InviteHashInvalidError):
+        await b(functions.messages.CheckChatInviteRequest("nosuchlink"))
+    d, _ud = await signed_in(server, telethon_for, "Dave")
+    with pytest.raises(errors.InviteHashExpiredError):
+        await d(functions.messages.ImportChatInviteRequest(invite_hash))
+
+    # Only the creator names admins; members without the right cannot invite by link.
+    with pytest.raises(errors.ChatAdminRequiredError):
+        await b(functions.messages.EditChatAdminRequest(chat.id, tt.InputUserSelf(), True))
+    carol_for_a = (await knows(a, uc.phone))[0]
+    assert await a(functions.messages.EditChatAdminRequest(chat.id, carol_for_a, True))
+    full = await a(functions.messages.GetFullChatRequest(chat.id))
+    kinds = {p.user_id: type(p) for p in full.full_chat.participants.participants}
+    assert kinds[uc.id] is tt.ChatParticipantAdmin
+
+    # Default rights: members may not send; admins still may.
+    rights = tt.ChatBannedRights(until_date=0, send_messages=True)
+    await c(functions.messages.EditChatDefaultBannedRightsRequest(peer, rights))
+    with pytest.raises(errors.ChatWriteForbiddenError):
+        await b.send_message(tt.PeerChat(chat.id), "may I?")
+    await c.send_message(tt.PeerChat(chat.id), "admins may")
+    await a(
+        functions.messages.EditChatDefaultBannedRightsRequest(
+            peer, tt.ChatBannedRights(until_date=0)
+        )
+    )
+    await b.send_message(tt.PeerChat(chat.id), "now I may")
+
+    # A group photo: set, seen and downloaded by a member, then removed.
+    raw = io.BytesIO()
+    Image.new("RGB", (500, 500), (200, 40, 40)).save(raw, "JPEG")
+    path = tmp_path / "club.jpg"
+    path.write_bytes(raw.getvalue())
+    uploaded = await a.upload_file(str(path))
+    await a(
+        functions.messages.EditChatPhotoRequest(chat.id, tt.InputChatUploadedPhoto(file=uploaded))
+    )
+    seen = (await b(functions.messages.GetChatsRequest([chat.id]))).chats[0]
+    assert isinstance(seen.photo, tt.ChatPhoto) and seen.photo.stripped_thumb
+    big = await b.download_profile_photo(seen, file=bytes, download_big=True)
+    assert Image.open(io.BytesIO(big)).size == (500, 500)
+    await a(functions.messages.EditChatPhotoRequest(chat.id, tt.InputChatPhotoEmpty()))
+    seen = (await b(functions.messages.GetChatsRequest([chat.id]))).chats[0]
+    assert isinstance(seen.photo, tt.ChatPhotoEmpty)

@@ -1,4 +1,4 @@
-"""basic groups: chats and their members
+"""basic groups: chats, their members and invite links
 
 Revision ID: 0007
 Revises: 0006
@@ -22,7 +22,23 @@ def upgrade() -> None:
         sa.Column("date", sa.BigInteger, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("deactivated", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("photo_id", sa.BigInteger, nullable=True),
+        sa.Column("photo_stripped", sa.LargeBinary, nullable=True),
+        sa.Column("banned_rights", sa.LargeBinary, nullable=True),
     )
+    op.create_table(
+        "chat_invites",
+        sa.Column("hash", sa.String(32), primary_key=True),
+        sa.Column("chat_id", sa.BigInteger, nullable=False),
+        sa.Column("admin_id", sa.BigInteger, nullable=False),
+        sa.Column("date", sa.BigInteger, nullable=False),
+        sa.Column("expire_date", sa.BigInteger, nullable=True),
+        sa.Column("usage_limit", sa.Integer, nullable=True),
+        sa.Column("usage", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("title", sa.String(255), nullable=True),
+    )
+    op.create_index("ix_chat_invites_chat", "chat_invites", ["chat_id"])
     op.create_table(
         "chat_participants",
         sa.Column("chat_id", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -37,4 +53,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_chat_participants_user", "chat_participants")
     op.drop_table("chat_participants")
+    op.drop_index("ix_chat_invites_chat", "chat_invites")
+    op.drop_table("chat_invites")
     op.drop_table("chats")

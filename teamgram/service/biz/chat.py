@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
-from teamgram.service.biz.tables import chat_participants, chats
-from teamgram.tl import types
+from teamgram.service.biz.tables import chat_invites, chat_participants, chats
+from teamgram.tl import decode, types
 
 # Telegram's limits for basic groups.
 CHAT_MEMBERS_MAX = 200
@@ -42,6 +42,24 @@ class ChatRecord:
     version: int
     members: dict[int, Member] = field(default_factory=dict)
     deactivated: bool = False
+    photo_id: int | None = None
+    photo_stripped: bytes | None = None
+    banned_rights: Any = None  # ChatBannedRights for members who are not admins
+    dc_id: int = 2
+
+    def is_admin(self, user_id: int) -> bool:
+        m = self.members.get(user_id)
+        return user_id == self.creator_id or (m is not None and m.admin)
+
+    def photo_tl(self) -> Any:
+        if self.photo_id is None:
+            return types.ChatPhotoEmpty()
+        return types.ChatPhoto(
+            photo_id=self.photo_id, dc_id=self.dc_id, stripped_thumb=self.photo_stripped
+        )
+
+    def default_rights(self) -> Any:
+        return self.banned_rights or types.ChatBannedRights(until_date=2147483647)
 
     def chat_for(self, viewer_id: int) -> Any:
         """The Chat a user sees: ``chatForbidden`` once they are no longer a member."""
@@ -51,14 +69,14 @@ class ChatRecord:
         return types.Chat(
             id=self.id,
             title=self.title,
-            photo=types.ChatPhotoEmpty(),
+            photo=self.photo_tl(),
             participants_count=len(self.members),
             date=self.date,
             version=self.version,
             creator=viewer_id == self.creator_id,
             deactivated=self.deactivated,
             admin_rights=_admin_rights() if member.admin or viewer_id == self.creator_id else None,
-            default_banned_rights=types.ChatBannedRights(until_date=2147483647),
+            default_banned_rights=self.default_rights(),
         )
 
     def participants(self) -> types.ChatParticipants:
@@ -100,8 +118,9 @@ def check_title(title: str) -> str:
 
 
 class ChatService:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, dc_id: int = 2) -> None:
         self.engine = engine
+        self.dc_id = dc_id
         self._cache: dict[int, ChatRecord] = {}
 
     async def create(self, creator_id: int, title: str, member_ids: list[int]) -> ChatRecord:
@@ -116,6 +135,7 @@ class ChatService:
             creator_id=creator_id,
             date=now,
             version=1,
+            dc_id=self.dc_id,
         )
         rec.members[creator_id] = Member(creator_id, creator_id, now, admin=True)
         for u in ids:
@@ -160,6 +180,10 @@ class ChatService:
                 date=row.date,
                 version=row.version,
                 deactivated=bool(row.deactivated),
+                photo_id=row.photo_id,
+                photo_stripped=row.photo_stripped,
+                banned_rights=decode(row.banned_rights) if row.banned_rights else None,
+                dc_id=self.dc_id,
             )
             members = await conn.execute(
                 sa.select(chat_participants).where(chat_participants.c.chat_id == chat_id)
@@ -239,3 +263,176 @@ class ChatService:
             await conn.execute(chats.update().where(chats.c.id == chat_id).values(title=title))
         rec.title = title
         return rec
+
+    async def _set(self, rec: ChatRecord, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(chats.update().where(chats.c.id == rec.id).values(**values))
+
+    async def set_admin(self, chat_id: int, user_id: int, is_admin: bool, by_id: int) -> ChatRecord:
+        """Only the creator names admins (Telegram's rule for basic groups)."""
+        rec = await self.member_chat(chat_id, by_id)
+        if by_id != rec.creator_id:
+            raise RpcError(400, "CHAT_ADMIN_REQUIRED")
+        member = rec.members.get(user_id)
+        if member is None:
+            raise RpcError(400, "USER_NOT_PARTICIPANT")
+        if user_id == rec.creator_id or member.admin == is_admin:
+            raise RpcError(400, "CHAT_NOT_MODIFIED")
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                chat_participants.update()
+                .where(
+                    chat_participants.c.chat_id == chat_id, chat_participants.c.user_id == user_id
+                )
+                .values(admin=is_admin)
+            )
+            await conn.execute(
+                chats.update().where(chats.c.id == chat_id).values(version=rec.version + 1)
+            )
+        member.admin = is_admin
+        rec.version += 1
+        return rec
+
+    async def set_banned_rights(self, chat_id: int, rights: Any, by_id: int) -> ChatRecord:
+        rec = await self.member_chat(chat_id, by_id)
+        if not rec.is_admin(by_id):
+            raise RpcError(400, "CHAT_ADMIN_REQUIRED")
+        if not isinstance(rights, types.ChatBannedRights):
+            raise RpcError(400, "BANNED_RIGHTS_INVALID")
+        rights.until_date = 2147483647  # defaults never expire
+        if rec.banned_rights is not None and rec.banned_rights.to_bytes() == rights.to_bytes():
+            raise RpcError(400, "CHAT_NOT_MODIFIED")
+        await self._set(rec, banned_rights=rights.to_bytes(), version=rec.version + 1)
+        rec.banned_rights = rights
+        rec.version += 1
+        return rec
+
+    async def set_photo(
+        self, chat_id: int, photo_id: int | None, stripped: bytes | None, by_id: int
+    ) -> ChatRecord:
+        rec = await self.member_chat(chat_id, by_id)
+        self.check_right(rec, by_id, "change_info")
+        await self._set(rec, photo_id=photo_id, photo_stripped=stripped)
+        rec.photo_id, rec.photo_stripped = photo_id, stripped
+        return rec
+
+    def check_right(self, rec: ChatRecord, user_id: int, right: str) -> None:
+        """A member may do what the group's default rights do not take away (admins: all)."""
+        if rec.is_admin(user_id):
+            return
+        if rec.banned_rights is not None and getattr(rec.banned_rights, right, False):
+            raise RpcError(
+                403, "CHAT_WRITE_FORBIDDEN" if right.startswith("send") else "CHAT_ADMIN_REQUIRED"
+            )
+
+    # -------------------------------------------------------------- invites
+    async def export_invite(
+        self,
+        chat_id: int,
+        by_id: int,
+        expire_date: int | None,
+        usage_limit: int | None,
+        title: str | None,
+    ) -> Any:
+        rec = await self.member_chat(chat_id, by_id)
+        self.check_right(rec, by_id, "invite_users")
+        if usage_limit is not None and not 1 <= usage_limit <= 99999:
+            raise RpcError(400, "USAGE_LIMIT_INVALID")
+        now = int(time.time())
+        if expire_date is not None and expire_date <= now:
+            raise RpcError(400, "EXPIRE_DATE_INVALID")
+        invite_hash = secrets.token_urlsafe(12)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                chat_invites.insert().values(
+                    hash=invite_hash,
+                    chat_id=chat_id,
+                    admin_id=by_id,
+                    date=now,
+                    expire_date=expire_date,
+                    usage_limit=usage_limit,
+                    usage=0,
+                    revoked=False,
+                    title=(title or None) and title[:255],
+                )
+            )
+        return _invite_tl(
+            invite_hash, by_id, now, expire_date, usage_limit, 0, False, title or None
+        )
+
+    async def invite(
+        self, invite_hash: str, member_id: int | None = None
+    ) -> tuple[ChatRecord, Any]:
+        """The group an invite link leads to; INVITE_HASH_INVALID / _EXPIRED otherwise.
+
+        For ``member_id`` already in the group a used-up link still names it."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(chat_invites).where(chat_invites.c.hash == invite_hash)
+                )
+            ).first()
+        if row is None:
+            raise RpcError(400, "INVITE_HASH_INVALID")
+        if member_id is not None:
+            known = await self.get(row.chat_id)
+            if known is not None and member_id in known.members:
+                return known, row
+        if (
+            row.revoked
+            or (row.expire_date is not None and row.expire_date <= time.time())
+            or (row.usage_limit is not None and row.usage >= row.usage_limit)
+        ):
+            raise RpcError(400, "INVITE_HASH_EXPIRED")
+        rec = await self.get(row.chat_id)
+        if rec is None or rec.deactivated:
+            raise RpcError(400, "INVITE_HASH_INVALID")
+        return rec, row
+
+    async def join_by_invite(self, invite_hash: str, user_id: int) -> tuple[ChatRecord, int]:
+        """Join through a link; returns the group and who made the link."""
+        rec, row = await self.invite(invite_hash)
+        if user_id in rec.members:
+            raise RpcError(400, "USER_ALREADY_PARTICIPANT")
+        if len(rec.members) >= CHAT_MEMBERS_MAX:
+            raise RpcError(400, "USERS_TOO_MUCH")
+        now = int(time.time())
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                chat_participants.insert().values(
+                    chat_id=rec.id, user_id=user_id, inviter_id=row.admin_id, date=now, admin=False
+                )
+            )
+            await conn.execute(
+                chats.update().where(chats.c.id == rec.id).values(version=rec.version + 1)
+            )
+            await conn.execute(
+                chat_invites.update()
+                .where(chat_invites.c.hash == invite_hash)
+                .values(usage=chat_invites.c.usage + 1)
+            )
+        rec.members[user_id] = Member(user_id, row.admin_id, now)
+        rec.version += 1
+        return rec, row.admin_id
+
+
+def _invite_tl(
+    invite_hash: str,
+    admin_id: int,
+    date: int,
+    expire_date: int | None,
+    usage_limit: int | None,
+    usage: int,
+    revoked: bool,
+    title: str | None,
+) -> Any:
+    return types.ChatInviteExported(
+        link=f"https://t.me/+{invite_hash}",
+        admin_id=admin_id,
+        date=date,
+        revoked=revoked,
+        expire_date=expire_date,
+        usage_limit=usage_limit,
+        usage=usage or None,
+        title=title,
+    )

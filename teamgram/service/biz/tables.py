@@ -95,6 +95,25 @@ chats = sa.Table(
     sa.Column("date", sa.BigInteger, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("deactivated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("photo_id", sa.BigInteger, nullable=True),
+    sa.Column("photo_stripped", sa.LargeBinary, nullable=True),
+    sa.Column("banned_rights", sa.LargeBinary, nullable=True),  # ChatBannedRights
+)
+
+# Invite links of basic groups: https://t.me/+<hash>.
+chat_invites = sa.Table(
+    "chat_invites",
+    metadata,
+    sa.Column("hash", sa.String(32), primary_key=True),
+    sa.Column("chat_id", sa.BigInteger, nullable=False),
+    sa.Column("admin_id", sa.BigInteger, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("expire_date", sa.BigInteger, nullable=True),
+    sa.Column("usage_limit", sa.Integer, nullable=True),
+    sa.Column("usage", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("title", sa.String(255), nullable=True),
+    sa.Index("ix_chat_invites_chat", "chat_id"),
 )
 
 chat_participants = sa.Table(
