@@ -5,6 +5,10 @@
 Prints, per object kind, the serialized size and encode/decode throughput in
 objects/s and MB/s (MB = 10**6 bytes). Each figure is the best of several timed
 batches of about ``--seconds / 4`` each, so a row takes roughly 2 x ``--seconds``.
+Rows marked ``@198`` go through the layer-198 codec (teamgram.tl.layers): canonical
+objects written as a GramJS client reads them, and its requests read into
+canonical objects. ``--layers`` compares the two codecs head to head instead
+(alternating timed batches, best of each, which cancels out a busy machine).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from teamgram.tl import decode, functions, types
 from teamgram.tl.core import write_value
+from teamgram.tl.layers import codec_for
 
 TEXT = (
     "Hello! Here is a link to https://example.com/some/page?id=42 and some *bold* text, "
@@ -132,17 +137,29 @@ def rows() -> list[Row]:
         write_value(b, users, "object")
         return bytes(b)
 
+    old = codec_for(198)
+
+    def enc_users_198() -> bytes:
+        return old.encode_result(functions.users.GetUsers, users)
+
     out = [
         Row("messages.sendMessage", send.to_bytes, decode),
+        Row("messages.sendMessage @198", lambda: old.encode(send), old.decode),
         Row("message (entities, reply, fwd)", msg.to_bytes, decode),
+        Row("message @198", lambda: old.encode(msg), old.decode),
         Row("updates (50 messages)", upd.to_bytes, decode),
+        Row("updates (50 messages) @198", lambda: old.encode(upd), old.decode),
         Row("Vector<User> x100", enc_users, functions.users.GetUsers.read_result),
+        Row("Vector<User> x100 @198", enc_users_198, old.decode),
     ]
     # sanity: every row round-trips
     assert decode(send.to_bytes()) == send
     assert decode(msg.to_bytes()) == msg
     assert decode(upd.to_bytes()) == upd
     assert functions.users.GetUsers.read_result(enc_users()) == users
+    assert old.decode(old.encode(send)) == send
+    assert old.decode(old.encode(upd)) == upd
+    assert old.decode(enc_users_198()) == users
     return out
 
 
@@ -186,6 +203,58 @@ def run(seconds: float) -> None:
         )
 
 
+def compare_layers(seconds: float, layer: int = 198) -> None:
+    """Per-object cost of the layer codec against the canonical one, batches alternating."""
+    from teamgram.tl.layers import CANONICAL
+
+    old = codec_for(layer)
+    send, msg, upd = send_message(), message(), updates()
+    users = [user(i) for i in range(100)]
+    get_users = functions.users.GetUsers
+    cases: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+        ("encode updates (50 messages)", lambda: CANONICAL.encode(upd), lambda: old.encode(upd)),
+        ("encode message", lambda: CANONICAL.encode(msg), lambda: old.encode(msg)),
+        (
+            "encode_result Vector<User> x100",
+            lambda: CANONICAL.encode_result(get_users, users),
+            lambda: old.encode_result(get_users, users),
+        ),
+    ]
+    for label, obj in (("decode messages.sendMessage", send), ("decode updates (50 msgs)", upd)):
+        canon_data, old_data = CANONICAL.encode(obj), old.encode(obj)
+        cases.append(
+            (
+                label,
+                lambda d=canon_data: CANONICAL.decode(d),
+                lambda d=old_data: old.decode(d),
+            )
+        )
+    print(f"Python {sys.version.split()[0]}, layer {layer} codec vs canonical")
+    header = f"{'operation':<34} {'canonical':>12} {f'layer {layer}':>12} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for label, canon_fn, old_fn in cases:
+        n = 1
+        while True:  # calibrate a batch to ~seconds/40
+            t0 = time.perf_counter()
+            for _ in range(n):
+                canon_fn()
+            if time.perf_counter() - t0 > seconds / 40:
+                break
+            n *= 2
+        best = [float("inf"), float("inf")]
+        for _ in range(20):
+            for i, f in enumerate((canon_fn, old_fn)):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    f()
+                best[i] = min(best[i], (time.perf_counter() - t0) / n)
+        print(
+            f"{label:<34} {best[0] * 1e6:>9.1f} us {best[1] * 1e6:>9.1f} us "
+            f"{best[1] / best[0]:>6.2f}"
+        )
+
+
 def profile(index: int) -> None:
     row = rows()[index]
     data = row.encode()
@@ -201,10 +270,15 @@ def profile(index: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.8, help="time per figure")
-    parser.add_argument("--profile", type=int, metavar="ROW", help="cProfile one row (0-3)")
+    parser.add_argument("--profile", type=int, metavar="ROW", help="cProfile one row (0-7)")
+    parser.add_argument(
+        "--layers", action="store_true", help="layer-198 codec vs canonical, head to head"
+    )
     args = parser.parse_args()
     if args.profile is not None:
         profile(args.profile)
+    elif args.layers:
+        compare_layers(args.seconds)
     else:
         run(args.seconds)
 

@@ -411,7 +411,7 @@ class MTProtoSession:
             obj = self.decoder(body)
         except UnknownConstructorError as exc:
             self._seen[msg_id] = _rec(seqno, _ANSWERED)
-            if exc.offset == 0:
+            if exc.offset == 0 or exc.function:
                 err = f"INPUT_METHOD_INVALID_{exc.constructor_id}"
             else:
                 err = "INPUT_CONSTRUCTOR_INVALID"

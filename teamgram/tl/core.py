@@ -416,16 +416,29 @@ class Reader:
 
 
 class UnknownConstructorError(TLDecodeError):
-    """The input names a constructor id this layer does not know."""
+    """The input names a constructor id this layer does not know (or cannot serve).
 
-    def __init__(self, constructor_id: int, offset: int) -> None:
-        super().__init__(f"unknown constructor {constructor_id:#010x} at offset {offset}")
+    ``function`` is True when the id stood where a query was expected (a function
+    the layer lacks, e.g. inside ``invokeWithLayer``): Telegram answers those with
+    ``INPUT_METHOD_INVALID_<id>`` rather than ``INPUT_CONSTRUCTOR_INVALID``.
+    """
+
+    def __init__(self, constructor_id: int, offset: int, *, function: bool = False) -> None:
+        what = "function" if function else "constructor"
+        super().__init__(f"unknown {what} {constructor_id:#010x} at offset {offset}")
         self.constructor_id = constructor_id
         self.offset = offset
+        self.function = function
 
 
 def _read_gzip(r: Reader) -> Any:
-    packed = r.bytes()
+    inner = Reader(inflate(r.bytes()))
+    inner.depth = r.depth
+    return inner.object()
+
+
+def inflate(packed: bytes) -> bytes:
+    """The body of a gzip_packed object, refusing bombs and cut streams."""
     inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)
     try:
         data = inflater.decompress(packed, MAX_INFLATED)
@@ -437,9 +450,7 @@ def _read_gzip(r: Reader) -> Any:
         raise TLDecodeError(f"bad gzip_packed data: {exc}") from exc
     if not inflater.eof:  # a cut stream inflates to a prefix without any zlib.error
         raise TLDecodeError("gzip_packed data is truncated")
-    inner = Reader(data)
-    inner.depth = r.depth
-    return inner.object()
+    return data
 
 
 def _read_true(r: Reader) -> bool:

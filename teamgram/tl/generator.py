@@ -1,7 +1,8 @@
 """Generate Python classes for a TL schema (``python -m teamgram.tl.generator``).
 
-Output: ``teamgram/tl/gen/{types,functions}/<namespace>.py``. Each class carries
-``__slots__``, an ``__init__``, a ``_write`` that appends to a bytearray and a
+Output: ``teamgram/tl/gen/{types,functions}/<namespace>.py``, plus the tables of
+the layer codecs (``gen/layerNNN.py``, see :mod:`teamgram.tl.layerdata`). Each class
+carries ``__slots__``, an ``__init__``, a ``_write`` that appends to a bytearray and a
 ``_read`` classmethod. The code is straight-line on purpose: this is on every
 message's path, so consecutive fixed-size fields share one ``struct`` call and
 boxed fields are checked against the constructors their type allows (handlers
@@ -17,6 +18,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from teamgram.tl import layerdata
 from teamgram.tl.parser import TLArg, TLDef, load_schema
 
 GEN_DIR = Path(__file__).resolve().parent / "gen"
@@ -403,6 +405,8 @@ def generate(layer: int | None = None, out_dir: Path = GEN_DIR) -> Path:
         f"LAYER = {layer}\n\n"
         "from . import functions, types  # noqa: E402,F401\n"
     )
+    # The tables the layer codecs read (every carried layer, this one included).
+    layerdata.write_all(out_dir)
     return out_dir
 
 
