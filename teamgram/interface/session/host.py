@@ -436,10 +436,19 @@ class SessionHost:
 
 
 def _layer_decoder(key: AuthKeyInfo) -> Callable[[bytes], Any]:
-    """Looked up per message: the client's first request declares its layer."""
+    """Looked up per message: the client's first request declares its layer.
+
+    A layer seen in an ``invokeWithLayer`` counts at once for the messages after
+    it (a container may carry more requests before ``set_layer`` has stored it).
+    """
+    declared = 0
 
     def decode(data: bytes) -> Any:
-        return codec_for(key.layer).decode(data)
+        nonlocal declared
+        obj = codec_for(key.layer or declared).decode(data)
+        if isinstance(obj, fn.InvokeWithLayer):
+            declared = obj.layer
+        return obj
 
     return decode
 
