@@ -506,9 +506,19 @@ def machine_note(client_procs: int) -> str:
 
 
 def install_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so ``finally`` blocks stop the server."""
+    """The first SIGTERM or SIGINT ends the bench (SystemExit, KeyboardInterrupt), so
+    ``finally`` blocks stop the server; later ones are ignored, so that cleanup
+    (bounded by timeouts) is not cut short. ``timeout`` and a terminal's Ctrl-C
+    signal the whole process group, and a repeated signal used to land inside
+    ServerProcess.stop before it removed the server's data directory.
+    """
 
     def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

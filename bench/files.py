@@ -75,7 +75,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -94,6 +93,7 @@ from _server import (
     ServerProcess,
     WorkerError,
     _own_cpu,
+    install_sigterm,
     machine_note,
     run_clients,
     sample_process,
@@ -766,26 +766,6 @@ def chunk_kib(text: str) -> int:
     return n
 
 
-def install_signals() -> None:
-    """The first SIGTERM or SIGINT ends the bench (SystemExit, KeyboardInterrupt); later
-    ones are ignored, so the cleanup it starts (bounded by timeouts) is not cut short.
-
-    ``timeout`` and a terminal's Ctrl-C signal the whole process group, and a
-    repeated signal used to land inside ServerProcess.stop, before it removed the
-    server's data directory.
-    """
-
-    def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def env_setting(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.startswith("TEAMGRAM_"):
@@ -823,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     BENCH_ENV.update(dict(args.server_env))
-    install_signals()
+    install_sigterm()
 
     prefix = f"43{random.randrange(10**6):06d}"
     rows: list[list[object]] = []
