@@ -202,3 +202,13 @@ async def test_open_store_s3_unreachable_is_a_clear_error(tmp_path: Path) -> Non
 def test_s3_part_size_floor() -> None:
     with pytest.raises(ValueError):
         S3Store("http://h:1", "us-east-1", "k", "s", part_size=MiB)
+
+
+async def test_put_file_move_takes_the_file_itself(store: LocalStore, tmp_path: Path) -> None:
+    """The assembled upload is renamed into place, not copied (same filesystem)."""
+    source = tmp_path / "assembled.bin"
+    data = os.urandom(300_000)
+    source.write_bytes(data)
+    assert await store.put_file("documents", "moved", source, move=True) == len(data)
+    assert not source.exists()
+    assert await store.read("documents", "moved", 0, len(data)) == data

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -49,8 +50,12 @@ class ObjectNotFound(LookupError):
 
 
 class ObjectStore(Protocol):
-    async def put_file(self, bucket: str, key: str, path: Path) -> int:
-        """Store the file at ``path`` (streamed, never read whole); returns its size."""
+    async def put_file(self, bucket: str, key: str, path: Path, move: bool = False) -> int:
+        """Store the file at ``path`` (streamed, never read whole); returns its size.
+
+        ``move``: the caller no longer needs ``path``; a store on the same
+        filesystem may take the file itself instead of copying it.
+        """
         ...
 
     async def put_bytes(self, bucket: str, key: str, data: bytes) -> None: ...
@@ -115,9 +120,30 @@ class LocalStore:
         fan = hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()
         return self.root / bucket / fan[:2] / fan[2:4] / key
 
-    async def put_file(self, bucket: str, key: str, path: Path) -> int:
+    async def put_file(self, bucket: str, key: str, path: Path, move: bool = False) -> int:
         final = self.path_of(bucket, key)
+        if move:
+            moved = await asyncio.to_thread(self._move_file, final, Path(path))
+            if moved is not None:
+                return moved
         return await asyncio.to_thread(self._put_file, final, Path(path))
+
+    def _move_file(self, final: Path, source: Path) -> int | None:
+        """Rename ``source`` into place (durably); None across filesystems (copy instead)."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as f:
+            if self.fsync:
+                os.fsync(f.fileno())
+            size = os.fstat(f.fileno()).st_size
+        try:
+            os.replace(source, final)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return None
+            raise
+        if self.fsync:
+            _fsync_dir(final.parent)
+        return size
 
     def _put_file(self, final: Path, source: Path) -> int:
         with open(source, "rb") as src:
@@ -313,7 +339,7 @@ class S3Store:
                 " (check files.s3_endpoint, s3_access_key, s3_secret_key, s3_bucket_prefix)"
             ) from exc
 
-    async def put_file(self, bucket: str, key: str, path: Path) -> int:
+    async def put_file(self, bucket: str, key: str, path: Path, move: bool = False) -> int:
         check_key(bucket, key)
         name = self.bucket_name(bucket)
         fd, size = await asyncio.to_thread(_open_sized, Path(path))

@@ -336,7 +336,6 @@ class MediaService:
         bucket = "videos" if mime_type.startswith("video/") else "documents"
         thumbs: list[Any] = []
         try:
-            size = await self.store.put_file(bucket, str(doc_id), assembled.path)
             source: Path | None = None
             thumb_assembled = None
             if thumb is not None:
@@ -363,6 +362,7 @@ class MediaService:
                     if thumb_assembled is not None:
                         await thumb_assembled.discard()
                         await self.uploads.release(owner_id, thumb)
+            size = await self.store.put_file(bucket, str(doc_id), assembled.path, move=True)
         finally:
             await assembled.discard()
         await self.uploads.release(owner_id, input_file)
