@@ -119,6 +119,9 @@ class MessagesConfig:
     send_burst: int = 300
     # Updates in one updates.getDifference answer before it becomes a slice.
     difference_limit: int = 100
+    # Updates are kept this many days for devices that were away; a device away
+    # longer gets differenceTooLong and reloads its dialogs (0: keep forever).
+    update_log_days: int = 30
 
 
 @dataclass

@@ -130,6 +130,7 @@ class Server:
             self.engine,
             lambda user, updates, key: host.push_to_user(user, updates, exclude_key=key),
         )
+        self.sync.start_retention(cfg.messages.update_log_days)
         self.dialogs = DialogService(self.engine)
         self.msg = MsgService(self.engine, self.writer, self.sync, self.dialogs)
         self.chats = ChatService(self.engine, cfg.dc_id)
@@ -200,6 +201,8 @@ class Server:
             await self.status.close()
         with suppress(Exception):
             await self.writer.stop()
+        with suppress(Exception):
+            await self.sync.stop()
         with suppress(Exception):
             await self.uploads.stop()
         if self.store is not None:

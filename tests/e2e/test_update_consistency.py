@@ -367,3 +367,52 @@ async def test_invoke_without_updates_sessions_get_none(server: Server) -> None:
     finally:
         for d in (quiet, loud, sender):
             await d.disconnect()
+
+
+async def test_trimmed_update_log_gives_difference_too_long(server: Server) -> None:
+    """Entries older than the log keeps are deleted; a device behind them starts over."""
+    import sqlalchemy as sa
+
+    from teamgram.messenger.sync.tables import user_updates
+
+    alice = await server.users.create("15550320001", "Alice")
+    bob = await server.users.create("15550320002", "Bob")
+    sender = Device("alice", alice.id, server)
+    reader = Device("bob", bob.id, server)
+    try:
+        await sender.connect()
+        await reader.connect()
+        start = reader.pts
+        for i in range(5):
+            await sender.invoke(
+                fn.messages.SendMessage(
+                    peer=_peer(server, alice.id, bob.id), message=f"m{i}", random_id=100 + i
+                )
+            )
+        long_ago = int(time.time()) - 60 * 86400
+        assert server.engine is not None
+        async with server.engine.begin() as conn:
+            await conn.execute(
+                user_updates.update()
+                .where(user_updates.c.user_id == bob.id, user_updates.c.pts <= start + 3)
+                .values(date=long_ago)
+            )
+        assert await server.sync.trim(int(time.time()) - 30 * 86400) == 1
+        diff = await reader.invoke(fn.updates.GetDifference(pts=start, date=0, qts=0))
+        assert isinstance(diff, types.updates.DifferenceTooLong) and diff.pts == start + 5
+        diff = await reader.invoke(fn.updates.GetDifference(pts=start + 2, date=0, qts=0))
+        assert isinstance(diff, types.updates.DifferenceTooLong)
+        diff = await reader.invoke(fn.updates.GetDifference(pts=start + 3, date=0, qts=0))
+        assert [m.message for m in diff.new_messages] == ["m3", "m4"]
+        async with server.engine.connect() as conn:
+            left = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(user_updates)
+                    .where(user_updates.c.user_id == bob.id)
+                )
+            ).scalar_one()
+        assert left == 2
+    finally:
+        await sender.disconnect()
+        await reader.disconnect()

@@ -26,8 +26,11 @@ partitioning) or the cache must be off, so that the row is read under lock.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +41,8 @@ from teamgram.infra.group_commit import Tx
 from teamgram.messenger.sync.tables import user_update_state, user_updates
 from teamgram.tl import TLObject, decode, types
 
+log = logging.getLogger(__name__)
+
 # The pts of a user with no updates yet. Not 0: Telethon treats pts 0 as "no
 # state" and fetches it again on every connect.
 INITIAL_PTS = 1
@@ -45,6 +50,8 @@ INITIAL_PTS = 1
 DIFFERENCE_LIMIT = 100
 # A device further behind than this gets differenceTooLong (re-sync from history).
 TOO_LONG_GAP = 100_000
+# Users whose old log entries one retention pass deletes per transaction.
+TRIM_BATCH = 500
 
 # (user_id, Updates, auth key to skip or None): to every live session of the user.
 Push = Callable[[int, TLObject, "int | None"], None]
@@ -86,6 +93,7 @@ class SyncService:
         self._push = push
         self.cache_states = cache_states
         self._states: dict[int, UpdateState] = {}
+        self._retention: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------- in the writer
     async def append(self, tx: Tx, user_id: int, update: Any, pts_count: int = 1) -> int:
@@ -198,6 +206,52 @@ class SyncService:
             st.stored = True
             self._states[user_id] = st
 
+    # ---------------------------------------------------------------- retention
+    async def trim(self, older_than: int, batch: int = TRIM_BATCH) -> int:
+        """Delete log entries dated before ``older_than``, for at most ``batch`` users;
+        returns how many users had some. Per user, entries are in date order by
+        log_id, so one range delete on the primary key does it.
+
+        A device whose pts falls in the trimmed part gets differenceTooLong.
+        """
+        t = user_updates
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.c.user_id, sa.func.max(t.c.log_id).label("upto"))
+                    .where(t.c.date < older_than)
+                    .group_by(t.c.user_id)
+                    .limit(batch)
+                )
+            ).all()
+            for r in rows:
+                await conn.execute(t.delete().where(t.c.user_id == r.user_id, t.c.log_id <= r.upto))
+        return len(rows)
+
+    def start_retention(self, days: int, interval: float = 3600.0) -> None:
+        """Trim entries older than ``days`` every ``interval`` seconds (0 days: never)."""
+        if days <= 0:
+            return
+
+        async def loop() -> None:
+            while True:
+                try:
+                    cutoff = int(time.time()) - days * 86400
+                    while await self.trim(cutoff) == TRIM_BATCH:
+                        await asyncio.sleep(0)
+                except Exception:
+                    log.exception("trimming the update log failed")
+                await asyncio.sleep(interval)
+
+        self._retention = asyncio.get_running_loop().create_task(loop())
+
+    async def stop(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._retention
+            self._retention = None
+
     # ------------------------------------------------------------------ reads
     async def get_state(self, user_id: int) -> UpdateState:
         """The committed state (never one a running transaction may still undo)."""
@@ -252,6 +306,10 @@ class SyncService:
                     .limit(limit + 1)
                 )
             ).all()
+        if rows and _starts_after_gap(rows[0], pts):
+            # The entries right after the device's pts were trimmed (older than the
+            # log keeps): it cannot be brought up to date one update at a time.
+            return Difference([], state, too_long=True)
         partial = len(rows) > limit
         if partial:
             rows = rows[:limit]
@@ -259,6 +317,13 @@ class SyncService:
             state = UpdateState(pts=last.pts, qts=state.qts, seq=state.seq, date=last.date)
         updates = [LoggedUpdate(r.pts, r.pts_count, r.date, decode(r.body)) for r in rows]
         return Difference(updates, state, partial=partial)
+
+
+def _starts_after_gap(first: Any, pts: int) -> bool:
+    """Whether the first entry after ``pts`` does not follow it directly."""
+    if first.pts_count:
+        return first.pts - first.pts_count != pts
+    return first.pts != pts
 
 
 def state_tl(state: UpdateState, unread_count: int = 0) -> types.updates.State:
