@@ -88,6 +88,7 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _accounts import DEV_CODE, sign_up
 from _server import (
     ROOT,
     ServerProcess,
@@ -102,7 +103,7 @@ from _server import (
 )
 
 from teamgram.testing.mtclient import MTClient, RpcErrorReply, load_public_key
-from teamgram.tl import LAYER, functions, types
+from teamgram.tl import functions, types
 
 T = TypeVar("T")
 
@@ -115,9 +116,6 @@ BIG_FILE = 10 * MiB  # Telethon: bigger files go with saveBigFilePart
 WARMUP_SIZE = 200 * KiB
 CLIENT_TIMEOUT = 60.0  # one request (sendMedia of 100 MB assembles and stores it)
 PUSH_TIMEOUT = 15.0  # sendMedia answered -> the recipient has the updateNewMessage
-DEV_CODE = "12345"
-API_ID = 12345
-API_HASH = "0123456789abcdef0123456789abcdef"
 BENCH_ENV = {"TEAMGRAM_DEV_LOGIN_CODE": DEV_CODE}
 MIME = "application/octet-stream"
 
@@ -250,48 +248,6 @@ class Peer:
     client: MTClient
     user_id: int
     phone: str
-
-
-async def sign_up(c: MTClient, phone: str) -> int:
-    """sendCode (inside invokeWithLayer/initConnection), signIn, signUp; the user id."""
-    sent = await c.invoke(
-        functions.InvokeWithLayer(
-            layer=LAYER,
-            query=functions.InitConnection(
-                api_id=API_ID,
-                device_model="bench",
-                system_version="Linux",
-                app_version="1.0",
-                system_lang_code="en",
-                lang_pack="",
-                lang_code="en",
-                query=functions.auth.SendCode(
-                    phone_number=phone,
-                    api_id=API_ID,
-                    api_hash=API_HASH,
-                    settings=types.CodeSettings(),
-                ),
-            ),
-        )
-    )
-    answer = await c.invoke(
-        functions.auth.SignIn(
-            phone_number=phone, phone_code_hash=sent.phone_code_hash, phone_code=DEV_CODE
-        )
-    )
-    if isinstance(answer, types.auth.AuthorizationSignUpRequired):
-        answer = await c.invoke(
-            functions.auth.SignUp(
-                phone_number=phone,
-                phone_code_hash=sent.phone_code_hash,
-                first_name="Bench",
-                last_name=phone[-4:],
-            )
-        )
-    user = answer.user if isinstance(answer, types.auth.Authorization) else None
-    if not isinstance(user, types.User):
-        raise StepError(f"sign-up of {phone}: unexpected {answer!r}"[:300])
-    return int(user.id)
 
 
 async def call(c: MTClient, what: str, request: Any) -> Any:

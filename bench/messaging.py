@@ -74,6 +74,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _accounts import DEV_CODE, sign_up
 from _server import (
     ServerProcess,
     install_sigterm,
@@ -86,16 +87,13 @@ from _server import (
 )
 
 from teamgram.testing.mtclient import MTClient, RpcErrorReply, load_public_key
-from teamgram.tl import LAYER, functions, types
+from teamgram.tl import functions, types
 
 HERE = Path(__file__).resolve().parent
 CLIENT_TIMEOUT = 60.0  # one request (sign-up steps can queue behind 1,000 handshakes)
 CONNECT_ATTEMPTS = 3
 SIGNUP_CONCURRENCY = 32  # clients signing up at once per client process
 DRAIN_TIMEOUT = 15.0  # after the senders stop: how long to wait for the last deliveries
-DEV_CODE = "12345"
-API_ID = 12345
-API_HASH = "0123456789abcdef0123456789abcdef"
 BENCH_ENV = {
     "TEAMGRAM_DEV_LOGIN_CODE": DEV_CODE,
     "TEAMGRAM_AUTH_SEND_CODE_PER_IP": "1000000",
@@ -208,46 +206,9 @@ def message_worker(conn: Connection, spec: dict[str, Any]) -> None:
             return c
         raise AssertionError("unreachable")
 
-    async def sign_up(phone: str) -> Endpoint:
+    async def sign_up_endpoint(phone: str) -> Endpoint:
         c = await connect()
-        sent = await c.invoke(
-            functions.InvokeWithLayer(
-                layer=LAYER,
-                query=functions.InitConnection(
-                    api_id=API_ID,
-                    device_model="bench",
-                    system_version="Linux",
-                    app_version="1.0",
-                    system_lang_code="en",
-                    lang_pack="",
-                    lang_code="en",
-                    query=functions.auth.SendCode(
-                        phone_number=phone,
-                        api_id=API_ID,
-                        api_hash=API_HASH,
-                        settings=types.CodeSettings(),
-                    ),
-                ),
-            )
-        )
-        answer = await c.invoke(
-            functions.auth.SignIn(
-                phone_number=phone, phone_code_hash=sent.phone_code_hash, phone_code=DEV_CODE
-            )
-        )
-        if isinstance(answer, types.auth.AuthorizationSignUpRequired):
-            answer = await c.invoke(
-                functions.auth.SignUp(
-                    phone_number=phone,
-                    phone_code_hash=sent.phone_code_hash,
-                    first_name="Bench",
-                    last_name=phone[-4:],
-                )
-            )
-        user = answer.user if isinstance(answer, types.auth.Authorization) else None
-        if not isinstance(user, types.User):
-            raise RuntimeError(f"sign-up of {phone}: unexpected {answer!r}"[:300])
-        return Endpoint(c, int(user.id), phone)
+        return Endpoint(c, await sign_up(c, phone), phone)
 
     async def meet(a: Endpoint, b: Endpoint) -> None:
         """``a`` learns ``b``'s access hash by importing ``b``'s phone."""
@@ -299,7 +260,7 @@ def message_worker(conn: Connection, spec: dict[str, Any]) -> None:
 
         async def one(i: int) -> Endpoint:
             async with gate:
-                return await sign_up(f"{prefix}{i:04d}")
+                return await sign_up_endpoint(f"{prefix}{i:04d}")
 
         try:
             eps = list(await asyncio.gather(*(one(i) for i in range(2 * spec["pairs"]))))
