@@ -257,3 +257,12 @@ async def edit_chat_photo(ctx: RequestContext, req: fn.messages.EditChatPhoto) -
     chat = await ctx.server.chats.set_photo(chat.id, rec.id, rec.stripped, me)
     action = types.MessageActionChatEditPhoto(photo=media.photo_tl(rec))
     return await _announce(ctx, chat, action, set(), media_id=rec.id)
+
+
+@router(fn.messages.GetCommonChats)
+async def get_common_chats(ctx: RequestContext, req: fn.messages.GetCommonChats) -> Any:
+    me = _me(ctx)
+    other = ctx.server.users.resolve_input_user(me, req.user_id)
+    limit = max(0, min(req.limit or 100, 100))
+    found = await ctx.server.chats.common(me, other, req.max_id, limit)
+    return types.messages.Chats(chats=[c.chat_for(me) for c in found])

@@ -78,4 +78,8 @@ async def get_users(ctx: RequestContext, req: fn.users.GetUsers) -> list[types.U
 @router(fn.users.GetFullUser)
 async def get_full_user(ctx: RequestContext, req: fn.users.GetFullUser) -> types.users.UserFull:
     users = ctx.server.users
-    return await users.full_user_for(me(ctx), users.resolve_input_user(me(ctx), req.id))
+    user_id = users.resolve_input_user(me(ctx), req.id)
+    full = await users.full_user_for(me(ctx), user_id)
+    if user_id != me(ctx) and isinstance(full.full_user, types.UserFull):
+        full.full_user.common_chats_count = len(await ctx.server.chats.common(me(ctx), user_id))
+    return full

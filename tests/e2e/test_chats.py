@@ -214,3 +214,16 @@ async def test_invite_links_admins_rights_and_photo(
     await a(functions.messages.EditChatPhotoRequest(chat.id, tt.InputChatPhotoEmpty()))
     seen = (await b(functions.messages.GetChatsRequest([chat.id]))).chats[0]
     assert isinstance(seen.photo, tt.ChatPhotoEmpty)
+
+
+async def test_common_chats(server: Server, telethon_for: Factory) -> None:
+    a, _ua = await signed_in(server, telethon_for, "Alice")
+    _b, ub = await signed_in(server, telethon_for, "Bob")
+    (bob,) = await knows(a, ub.phone)
+    first = (await a(functions.messages.CreateChatRequest(users=[bob], title="One"))).updates
+    second = (await a(functions.messages.CreateChatRequest(users=[bob], title="Two"))).updates
+    common = await a(functions.messages.GetCommonChatsRequest(bob, 0, 10))
+    assert sorted(c.title for c in common.chats) == ["One", "Two"]
+    assert {c.id for c in common.chats} == {first.chats[0].id, second.chats[0].id}
+    full = await a(functions.users.GetFullUserRequest(bob))
+    assert full.full_user.common_chats_count == 2

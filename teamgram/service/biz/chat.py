@@ -162,6 +162,23 @@ class ChatService:
         self._cache[rec.id] = rec
         return rec
 
+    async def common(self, a: int, b: int, max_id: int = 0, limit: int = 100) -> list[ChatRecord]:
+        """Groups both users are in, by id (``max_id``: only ids above it, Telegram's paging)."""
+        p = chat_participants
+        q = (
+            sa.select(p.c.chat_id)
+            .where(p.c.user_id.in_([a, b]))
+            .group_by(p.c.chat_id)
+            .having(sa.func.count() == 2)
+            .order_by(p.c.chat_id)
+            .limit(limit)
+        )
+        if max_id:
+            q = q.where(p.c.chat_id > max_id)
+        async with self.engine.connect() as conn:
+            ids = [r.chat_id for r in await conn.execute(q)]
+        return await self.get_many(ids)
+
     def cached(self, chat_id: int) -> ChatRecord | None:
         return self._cache.get(chat_id)
 
