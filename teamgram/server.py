@@ -136,6 +136,7 @@ class Server:
         self.chats = ChatService(self.engine, cfg.dc_id)
         self.msg.chat_members = self._chat_members
         self.msg.chat_view = self._chat_view
+        self.msg.chat_is_admin = self._chat_is_admin
         self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)
         self.notices = ServiceNotices(self.msg, self.users, self.authsession)
         self.authsession.delivery.in_app = self.notices.login_code
@@ -183,6 +184,10 @@ class Server:
     def _chat_view(self, chat_id: int, viewer_id: int) -> Any:
         chat = self.chats.cached(chat_id)
         return chat.chat_for(viewer_id) if chat is not None else types.ChatEmpty(id=chat_id)
+
+    def _chat_is_admin(self, chat_id: int, user_id: int) -> bool:
+        chat = self.chats.cached(chat_id)
+        return chat is not None and chat.is_admin(user_id)
 
     async def _profile_photo(self, photo_id: int) -> Any:
         rec = await self.media.photo(photo_id)

@@ -227,3 +227,32 @@ async def test_common_chats(server: Server, telethon_for: Factory) -> None:
     assert {c.id for c in common.chats} == {first.chats[0].id, second.chats[0].id}
     full = await a(functions.users.GetFullUserRequest(bob))
     assert full.full_user.common_chats_count == 2
+
+
+async def test_deleting_for_everyone_in_a_group(server: Server, telethon_for: Factory) -> None:
+    """Members revoke their own messages; only admins revoke other people's."""
+    a, _ua = await signed_in(server, telethon_for, "Alice")
+    b, ub = await signed_in(server, telethon_for, "Bob")
+    c, uc = await signed_in(server, telethon_for, "Carol")
+    bob, carol = await knows(a, ub.phone, uc.phone)
+    chat = (
+        await a(functions.messages.CreateChatRequest(users=[bob, carol], title="Del"))
+    ).updates.chats[0]
+    peer = tt.PeerChat(chat.id)
+    from_alice = await a.send_message(peer, "alice's")
+    from_bob = await b.send_message(peer, "bob's")
+
+    async def texts(client: TelegramClient) -> list[str]:
+        return sorted(m.message for m in await client.get_messages(peer, limit=10) if m.message)
+
+    # Carol (a member) tries to revoke Alice's message: it goes from her box only.
+    carol_copy = next(m for m in await c.get_messages(peer, limit=10) if m.message == "alice's")
+    await c.delete_messages(peer, [carol_copy.id], revoke=True)
+    assert await texts(c) == ["bob's"]
+    assert await texts(b) == ["alice's", "bob's"]
+    # Bob revokes his own: gone for everyone.
+    await b.delete_messages(peer, [from_bob.id], revoke=True)
+    assert await texts(a) == ["alice's"]
+    # Alice (creator) revokes anyone's: gone everywhere.
+    await a.delete_messages(peer, [from_alice.id], revoke=True)
+    assert await texts(b) == []

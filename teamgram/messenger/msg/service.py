@@ -137,6 +137,7 @@ class MsgService:
         # member sees (for the ``chats`` of pushed updates).
         self.chat_members: Callable[[int], Awaitable[list[int]]] | None = None
         self.chat_view: Callable[[int, int], Any] | None = None
+        self.chat_is_admin: Callable[[int, int], bool] | None = None
         self._last_ids: dict[int, int] = {}
         # random_ids committed lately: a resend that raced its first copy's commit
         # (looked up before it was there) is still caught.
@@ -552,12 +553,19 @@ class MsgService:
                 return Affected(await self.sync.current_pts(tx, user_id), 0)
             victims = list(own)
             if revoke:
-                victims += await self._copies_in(
-                    tx, [r.shared_id for r in own], exclude_user=user_id
-                )
+                shared = [r.shared_id for r in own if self._may_revoke(user_id, r)]
+                victims += await self._copies_in(tx, shared, exclude_user=user_id)
             return await self._delete_in(tx, user_id, victims, exclude_key)
 
         return await self.writer.run(op)
+
+    def _may_revoke(self, user_id: int, rec: MessageRecord) -> bool:
+        """Deleting for everyone: any message of a private chat (Telegram allows it),
+        in a group one's own messages, or anyone's for its admins; otherwise the
+        message goes from the caller's box only."""
+        if rec.peer_type != PEER_CHAT or rec.from_id == user_id:
+            return True
+        return self.chat_is_admin is not None and self.chat_is_admin(rec.peer_id, user_id)
 
     async def _delete_in(
         self, tx: Tx, user_id: int, victims: list[MessageRecord], exclude_key: int | None
