@@ -565,6 +565,7 @@ async def received_messages(ctx: RequestContext, req: fn.messages.ReceivedMessag
 async def update_pinned_message(ctx: RequestContext, req: fn.messages.UpdatePinnedMessage) -> Any:
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
+    await check_can_send(ctx, peer, "pin_messages")
     views = await views_for(ctx, peer)
     chats = await peer_chats(ctx, peer)
     updates = await ctx.server.msg.set_pinned(

@@ -191,6 +191,12 @@ async def test_invite_links_admins_rights_and_photo(
     with pytest.raises(errors.ChatWriteForbiddenError):
         await b.send_message(tt.PeerChat(chat.id), "may I?")
     await c.send_message(tt.PeerChat(chat.id), "admins may")
+    locked = tt.ChatBannedRights(until_date=0, change_info=True, invite_users=True)
+    await a(functions.messages.EditChatDefaultBannedRightsRequest(peer, locked))
+    with pytest.raises(errors.ChatAdminRequiredError):
+        await b(functions.messages.EditChatTitleRequest(chat.id, "Bob's club"))
+    with pytest.raises(errors.ChatAdminRequiredError):
+        await b(functions.messages.AddChatUserRequest(chat.id, tt.InputUserSelf(), 0))
     await a(
         functions.messages.EditChatDefaultBannedRightsRequest(
             peer, tt.ChatBannedRights(until_date=0)

@@ -227,6 +227,7 @@ class ChatService:
 
     async def add_member(self, chat_id: int, user_id: int, inviter_id: int) -> ChatRecord:
         rec = await self.member_chat(chat_id, inviter_id)
+        self.check_right(rec, inviter_id, "invite_users")
         if user_id in rec.members:
             raise RpcError(400, "USER_ALREADY_PARTICIPANT")
         if len(rec.members) >= CHAT_MEMBERS_MAX:
@@ -273,6 +274,7 @@ class ChatService:
 
     async def set_title(self, chat_id: int, title: str, by_id: int) -> ChatRecord:
         rec = await self.member_chat(chat_id, by_id)
+        self.check_right(rec, by_id, "change_info")
         title = check_title(title)
         if title == rec.title:
             raise RpcError(400, "CHAT_NOT_MODIFIED")
@@ -338,9 +340,9 @@ class ChatService:
         if rec.is_admin(user_id):
             return
         if rec.banned_rights is not None and getattr(rec.banned_rights, right, False):
-            raise RpcError(
-                403, "CHAT_WRITE_FORBIDDEN" if right.startswith("send") else "CHAT_ADMIN_REQUIRED"
-            )
+            if right.startswith("send"):
+                raise RpcError(403, "CHAT_WRITE_FORBIDDEN")
+            raise RpcError(400, "CHAT_ADMIN_REQUIRED")
 
     # -------------------------------------------------------------- invites
     async def export_invite(
