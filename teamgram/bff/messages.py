@@ -9,6 +9,7 @@ updates after commit. The calling device gets the answer instead of a push
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -135,7 +136,12 @@ async def views_for(
     if peer[0] == PEER_CHAT:
         chat = await ctx.server.chats.member_chat(peer[1], me)
         chat_ids = sorted({me, *extra})
-        return {u: await ctx.server.users.users_for(u, chat_ids) for u in chat.members}
+        views: dict[int, list[Any]] = {}
+        for n, member in enumerate(chat.members, 1):
+            views[member] = await ctx.server.users.users_for(member, chat_ids)
+            if n % 16 == 0:
+                await asyncio.sleep(0)  # ~0.15 ms per member, all from caches: yield
+        return views
     ids = sorted({me, *extra} | ({peer[1]} if peer[0] == PEER_USER else set()))
     receivers = {me} | ({peer[1]} if peer[0] == PEER_USER else set())
     return {u: await ctx.server.users.users_for(u, ids) for u in receivers}
