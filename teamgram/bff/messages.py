@@ -19,20 +19,13 @@ from teamgram.messenger.msg.records import (
     FLAG_HAS_URL,
     FLAG_NO_WEBPAGE,
     FLAG_SILENT,
-    MEDIA_AUDIO,
-    MEDIA_DOCUMENT,
-    MEDIA_GIF,
-    MEDIA_PHOTO,
-    MEDIA_ROUND,
-    MEDIA_VIDEO,
-    MEDIA_VOICE,
     MessageRecord,
     has_url,
     pack_vector,
     unpack,
 )
+from teamgram.messenger.msg.search import search_filters
 from teamgram.messenger.msg.service import NewMessage
-from teamgram.messenger.msg.tables import messages as messages_table
 from teamgram.service.biz.contacts import contacts_hash
 from teamgram.service.biz.peers import PEER_CHAT, PEER_USER, PeerKey, peer_key, peer_tl
 from teamgram.tl import functions as fn
@@ -411,52 +404,6 @@ async def get_messages(ctx: RequestContext, req: fn.messages.GetMessages) -> Any
     return types.messages.Messages(
         topics=[], messages=out, chats=await chats_of(ctx, recs), users=await users_of(ctx, recs)
     )
-
-
-_FILTER_KINDS: dict[type, tuple[int, ...]] = {
-    types.InputMessagesFilterPhotos: (MEDIA_PHOTO,),
-    types.InputMessagesFilterVideo: (MEDIA_VIDEO,),
-    types.InputMessagesFilterPhotoVideo: (MEDIA_PHOTO, MEDIA_VIDEO),
-    types.InputMessagesFilterDocument: (MEDIA_DOCUMENT,),
-    types.InputMessagesFilterGif: (MEDIA_GIF,),
-    types.InputMessagesFilterVoice: (MEDIA_VOICE,),
-    types.InputMessagesFilterMusic: (MEDIA_AUDIO,),
-    types.InputMessagesFilterRoundVoice: (MEDIA_ROUND, MEDIA_VOICE),
-    types.InputMessagesFilterRoundVideo: (MEDIA_ROUND,),
-}
-
-
-def search_filters(
-    q: str, flt: Any, min_date: int, max_date: int, from_id: int | None
-) -> list[Any]:
-    m = messages_table
-    where: list[Any] = []
-    if q:
-        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.append(m.c.text.isnot(None))
-        where.append(_lower(m.c.text).like(f"%{escaped}%", escape="\\"))
-    if isinstance(flt, types.InputMessagesFilterUrl):
-        where.append(m.c.flags.op("&")(FLAG_HAS_URL) != 0)
-    elif isinstance(flt, types.InputMessagesFilterPinned):
-        where.append(m.c.flags.op("&")(2) != 0)
-    elif type(flt) in _FILTER_KINDS:
-        where.append(m.c.media_kind.in_(_FILTER_KINDS[type(flt)]))
-    elif not isinstance(flt, types.InputMessagesFilterEmpty):
-        where.append(m.c.id < 0)  # a kind of content this server never stores: nothing
-    if min_date:
-        where.append(m.c.date >= min_date)
-    if max_date:
-        where.append(m.c.date <= max_date)
-    if from_id is not None:
-        where.append(m.c.from_id == from_id)
-    where.append(m.c.action.is_(None))
-    return where
-
-
-def _lower(col: Any) -> Any:
-    import sqlalchemy as sa
-
-    return sa.func.lower(col)
 
 
 @router(fn.messages.Search)
