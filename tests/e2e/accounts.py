@@ -96,3 +96,20 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def new_client(
+    telethon_for: Callable[..., Awaitable[TelegramClient]], srv: Server, **kwargs: Any
+) -> TelegramClient:
+    """A connected, signed-out Telethon client that raises FLOOD_WAIT (never sleeps on it),
+    tried again when Telethon's 1-in-256 handshake quirk hits."""
+    kwargs.setdefault("flood_sleep_threshold", 0)
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        client = await telethon_for(srv, ConnectionTcpFull, connect=False, **kwargs)
+        try:
+            await asyncio.wait_for(client.connect(), 20)
+            return client
+        except ConnectionError:
+            if attempt == CONNECT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")

@@ -21,7 +21,7 @@ from telethon import TelegramClient, errors, events, functions, types
 from telethon.network.connection import ConnectionTcpFull
 
 from teamgram.server import Server
-from teamgram.tl import functions as fn
+from tests.e2e.accounts import new_client
 
 Telethon = Callable[..., Awaitable[TelegramClient]]
 
@@ -37,55 +37,17 @@ def serves(srv: Server, function: type) -> bool:
     return function in srv.session_host.dispatcher.routes
 
 
-def tolerate_missing_sync(srv: Server, client: TelegramClient) -> None:
-    """Telethon's ``_on_login`` fetches the update state; before this server has a
-    sync service, only the part that records the signed-in user runs."""
-    if serves(srv, fn.updates.GetState):
-        return
-
-    async def on_login(user: Any) -> Any:
-        client._mb_entity_cache.set_self_user(user.id, user.bot, user.access_hash)
-        client._authorized = True
-        return user
-
-    client._on_login = on_login  # type: ignore[method-assign]
-
-
 def key_id(client: TelegramClient) -> int:
     unsigned = client.session.auth_key.key_id
     return int(struct.unpack("<q", struct.pack("<Q", unsigned))[0])
 
 
 async def whoami(srv: Server, client: TelegramClient) -> int:
-    """The signed-in user's id: ``get_me()`` when users.getUsers is served; else a call
-    that needs a user (401 otherwise) and the server's record of the key."""
-    if serves(srv, fn.users.GetUsers):
-        me = await client.get_me()
-        assert me is not None
-        return int(me.id)
-    await client(functions.account.GetAuthorizationsRequest())
-    user_id = await srv.authsession.user_for_key(key_id(client))
-    assert user_id is not None
-    return user_id
-
-
-async def new_client(telethon_for: Telethon, srv: Server, **kwargs: Any) -> TelegramClient:
-    """A connected Telethon client (FLOOD_WAIT raised, not slept on).
-
-    Telethon keeps g^ab without its leading zero bytes as the auth key, so one
-    handshake in 256 fails ("invalid new nonce hash"): such a client is replaced.
-    """
-    kwargs.setdefault("flood_sleep_threshold", 0)
-    for attempt in range(3):
-        client = await telethon_for(srv, ConnectionTcpFull, connect=False, **kwargs)
-        try:
-            await asyncio.wait_for(client.connect(), 20)
-            break
-        except ConnectionError:
-            if attempt == 2:
-                raise
-    tolerate_missing_sync(srv, client)
-    return client
+    """The signed-in user's id, from the client (users.getUsers) and the server's record."""
+    me = await client.get_me()
+    assert me is not None
+    assert await srv.authsession.user_for_key(key_id(client)) == me.id
+    return int(me.id)
 
 
 async def sign_up(

@@ -15,48 +15,14 @@ from typing import Any
 
 import pytest
 from telethon import TelegramClient, errors, functions, types
-from telethon.network.connection import ConnectionTcpFull
 
-from teamgram.server import Server
-from teamgram.tl import functions as fn
+from tests.e2e.accounts import new_client
 
 Telethon = Callable[..., Awaitable[TelegramClient]]
 
 CODE = "97531"
 PHONE = "15550300001"
 WAIT = 10.0
-
-
-def tolerate_missing_sync(srv: Server, client: TelegramClient) -> None:
-    """Without a sync service, Telethon's ``_on_login`` only records the user."""
-    if fn.updates.GetState in srv.session_host.dispatcher.routes:
-        return
-
-    async def on_login(user: Any) -> Any:
-        client._mb_entity_cache.set_self_user(user.id, user.bot, user.access_hash)
-        client._authorized = True
-        return user
-
-    client._on_login = on_login  # type: ignore[method-assign]
-
-
-async def new_client(telethon_for: Telethon, srv: Server, **kwargs: Any) -> TelegramClient:
-    """A connected Telethon client (FLOOD_WAIT raised, not slept on).
-
-    Telethon keeps g^ab without its leading zero bytes as the auth key, so one
-    handshake in 256 fails ("invalid new nonce hash"): such a client is replaced.
-    """
-    kwargs.setdefault("flood_sleep_threshold", 0)
-    for attempt in range(3):
-        client = await telethon_for(srv, ConnectionTcpFull, connect=False, **kwargs)
-        try:
-            await asyncio.wait_for(client.connect(), 20)
-            break
-        except ConnectionError:
-            if attempt == 2:
-                raise
-    tolerate_missing_sync(srv, client)
-    return client
 
 
 async def sign_up(client: TelegramClient, phone: str = PHONE) -> Any:
