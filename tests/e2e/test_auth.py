@@ -33,10 +33,6 @@ PHONE_B = "15550100002"
 # --------------------------------------------------------------------------- helpers
 
 
-def serves(srv: Server, function: type) -> bool:
-    return function in srv.session_host.dispatcher.routes
-
-
 def key_id(client: TelegramClient) -> int:
     unsigned = client.session.auth_key.key_id
     return int(struct.unpack("<q", struct.pack("<Q", unsigned))[0])
