@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.bff import account as bff_account
 from teamgram.bff import auth as bff_auth
+from teamgram.bff import channels as bff_channels
 from teamgram.bff import chats as bff_chats
 from teamgram.bff import contacts as bff_contacts
 from teamgram.bff import dialogs as bff_dialogs
@@ -39,12 +40,15 @@ from teamgram.infra.ratelimit import TokenBuckets
 from teamgram.interface.gnetway.gateway import Gateway
 from teamgram.interface.httpserver.server import HttpServer
 from teamgram.interface.session.host import SessionHost
+from teamgram.messenger.msg.channel import ChannelMessages
 from teamgram.messenger.msg.notices import ServiceNotices
 from teamgram.messenger.msg.service import MsgService
+from teamgram.messenger.sync.channel import ChannelSync
 from teamgram.messenger.sync.service import SyncService
 from teamgram.mtproto.crypto.rsa import ServerKey, load_or_create_server_key
 from teamgram.service.authsession.service import AuthSessionService
 from teamgram.service.biz.account_ttl import AccountReaper
+from teamgram.service.biz.channel import ChannelService
 from teamgram.service.biz.chat import ChatService
 from teamgram.service.biz.contacts import ContactService
 from teamgram.service.biz.dialog import DialogService
@@ -74,6 +78,7 @@ ROUTERS = (
     bff_photos.router,
     bff_media.router,
     bff_chats.router,
+    bff_channels.router,
 )
 
 
@@ -93,6 +98,11 @@ class Server:
         self.dialogs: DialogService
         self.chats: ChatService
         self.msg: MsgService
+        self.channels: ChannelService
+        self.channel_sync: ChannelSync
+        self.channel_msgs: ChannelMessages
+        # (channel, user) -> when they last sent (supergroup slow mode).
+        self.slowmode: dict[tuple[int, int], float] = {}
         self.send_flood: TokenBuckets
         self.notices: ServiceNotices
         self.reaper: AccountReaper
@@ -137,6 +147,17 @@ class Server:
         self.msg.chat_members = self._chat_members
         self.msg.chat_view = self._chat_view
         self.msg.chat_is_admin = self._chat_is_admin
+        self.channels = ChannelService(
+            self.engine, load_secret(cfg.data_dir, "channel_access_secret"), cfg.dc_id
+        )
+        self.channels.username_taken_by_user = self._user_has_username
+        self.chats.channel_hash = self.channels.access_hash
+        self.users.username_taken_elsewhere = self._channel_has_username
+        self.channel_sync = ChannelSync(self.engine)
+        self.sync.channels = self.channel_sync
+        self.channel_msgs = ChannelMessages(
+            self.engine, self.writer, self.sync, self.channel_sync, self.dialogs
+        )
         self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)
         self.notices = ServiceNotices(self.msg, self.users, self.authsession)
         self.authsession.delivery.in_app = self.notices.login_code
@@ -156,8 +177,9 @@ class Server:
             cfg.dc_id,
             files.file_reference_ttl_seconds,
         )
-        self.media.can_see_message_media = self.msg.has_media
+        self.media.can_see_message_media = self.can_see_media
         self.msg.media_hook = self.media.refresh
+        self.channel_msgs.media_hook = self.media.refresh
         self.users.dc_id = cfg.dc_id
         self.users.photo_of = self._profile_photo
         self.session_host.start()
@@ -188,6 +210,22 @@ class Server:
     def _chat_is_admin(self, chat_id: int, user_id: int) -> bool:
         chat = self.chats.cached(chat_id)
         return chat is not None and chat.is_admin(user_id)
+
+    async def _user_has_username(self, name: str) -> bool:
+        return await self.users.by_username(name) is not None
+
+    async def _channel_has_username(self, name: str) -> bool:
+        return await self.channels.by_username(name) is not None
+
+    async def can_see_media(self, user_id: int, media_id: int) -> bool:
+        """In the user's box, or in a channel the user may read."""
+        if await self.msg.has_media(user_id, media_id):
+            return True
+        for channel_id in await self.channel_msgs.channels_with_media(media_id):
+            rec = await self.channels.get(channel_id)
+            if rec is not None and rec.readable_by(user_id):
+                return True
+        return False
 
     async def _profile_photo(self, photo_id: int) -> Any:
         rec = await self.media.photo(photo_id)

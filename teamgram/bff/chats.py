@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from teamgram.bff import channels
 from teamgram.bff.messages import _key, _me, views_for
 from teamgram.bff.rpc import RequestContext, Router
 from teamgram.errors import RpcError
 from teamgram.messenger.msg.service import NewMessage
 from teamgram.service.biz.chat import ChatRecord
-from teamgram.service.biz.peers import PEER_CHAT
+from teamgram.service.biz.peers import PEER_CHANNEL, PEER_CHAT
 from teamgram.tl import TLObject, types
 from teamgram.tl import functions as fn
 
@@ -146,6 +147,12 @@ async def _chat_of_peer(ctx: RequestContext, peer: Any) -> ChatRecord:
 
 @router(fn.messages.ExportChatInvite)
 async def export_chat_invite(ctx: RequestContext, req: fn.messages.ExportChatInvite) -> Any:
+    if isinstance(req.peer, types.InputPeerChannel):
+        rec = await channels.member_of(ctx, req.peer)
+        ctx.server.channels.check_admin(rec, _me(ctx), "invite_users")
+        return await ctx.server.chats.store_invite(
+            rec.id, PEER_CHANNEL, _me(ctx), req.expire_date, req.usage_limit, req.title
+        )
     chat = await _chat_of_peer(ctx, req.peer)
     if req.request_needed or req.subscription_pricing is not None:
         # Join requests and paid subscriptions belong to channels.
@@ -158,6 +165,9 @@ async def export_chat_invite(ctx: RequestContext, req: fn.messages.ExportChatInv
 @router(fn.messages.CheckChatInvite)
 async def check_chat_invite(ctx: RequestContext, req: fn.messages.CheckChatInvite) -> Any:
     me = _me(ctx)
+    row = await ctx.server.chats.invite_row(req.hash)
+    if row.peer_type == PEER_CHANNEL:
+        return await _check_channel_invite(ctx, row)
     chat, _row = await ctx.server.chats.invite(req.hash, member_id=me)
     if me in chat.members:
         return types.ChatInviteAlready(chat=chat.chat_for(me))
@@ -178,9 +188,44 @@ async def check_chat_invite(ctx: RequestContext, req: fn.messages.CheckChatInvit
 @router(fn.messages.ImportChatInvite)
 async def import_chat_invite(ctx: RequestContext, req: fn.messages.ImportChatInvite) -> Any:
     me = _me(ctx)
+    row = await ctx.server.chats.invite_row(req.hash)
+    if row.peer_type == PEER_CHANNEL:
+        ctx.server.chats.check_usable(row)
+        updates = await channels.join_by_invite(
+            ctx, row.chat_id, row.admin_id, ctx.server.chats.invite_tl(row)
+        )
+        await ctx.server.chats.count_use(req.hash)
+        return types.messages.ChatInviteJoinResultOk(updates=updates)
     chat, inviter = await ctx.server.chats.join_by_invite(req.hash, me)
-    return await _announce(
+    updates = await _announce(
         ctx, chat, types.MessageActionChatJoinedByLink(inviter_id=inviter), {inviter}
+    )
+    return types.messages.ChatInviteJoinResultOk(updates=updates)
+
+
+async def _check_channel_invite(ctx: RequestContext, row: Any) -> Any:
+    me = _me(ctx)
+    rec = await ctx.server.channels.get(row.chat_id)
+    if rec is None or rec.deleted:
+        raise RpcError(400, "INVITE_HASH_INVALID")
+    if rec.is_member(me):
+        return types.ChatInviteAlready(chat=channels.view(ctx, rec))
+    ctx.server.chats.check_usable(row)
+    photo: Any = types.PhotoEmpty(id=0)
+    if rec.photo_id is not None:
+        p = await ctx.server.media.photo(rec.photo_id)
+        if p is not None:
+            photo = ctx.server.media.photo_tl(p)
+    return types.ChatInvite(
+        title=rec.title,
+        about=rec.about or None,
+        photo=photo,
+        participants_count=len(rec.members),
+        color=rec.id % 7,
+        channel=True,
+        broadcast=rec.broadcast,
+        megagroup=rec.megagroup,
+        public=rec.username is not None,
     )
 
 
@@ -205,6 +250,8 @@ async def edit_chat_default_banned_rights(
     ctx: RequestContext, req: fn.messages.EditChatDefaultBannedRights
 ) -> Any:
     me = _me(ctx)
+    if isinstance(req.peer, types.InputPeerChannel):
+        return await channels.edit_default_rights(ctx, req)
     chat = await _chat_of_peer(ctx, req.peer)
     chat = await ctx.server.chats.set_banned_rights(chat.id, req.banned_rights, me)
     update = types.UpdateChatDefaultBannedRights(
@@ -266,3 +313,69 @@ async def get_common_chats(ctx: RequestContext, req: fn.messages.GetCommonChats)
     limit = max(0, min(req.limit or 100, 100))
     found = await ctx.server.chats.common(me, other, req.max_id, limit)
     return types.messages.Chats(chats=[c.chat_for(me) for c in found])
+
+
+# Rights an admin of a basic group keeps in the supergroup it becomes.
+_MIGRATED_ADMIN = types.ChatAdminRights(
+    change_info=True,
+    delete_messages=True,
+    ban_users=True,
+    invite_users=True,
+    pin_messages=True,
+    manage_call=True,
+    other=True,
+)
+
+
+@router(fn.messages.MigrateChat)
+async def migrate_chat(ctx: RequestContext, req: fn.messages.MigrateChat) -> Any:
+    """A basic group becomes a supergroup: same title, members and admins. The group
+    gets ``messageActionChatMigrateTo`` and goes read-only (``migrated_to``); the
+    supergroup starts with ``messageActionChannelMigrateFrom``; old history stays in
+    each member's box, reachable through the old chat."""
+    me = _me(ctx)
+    chat = await ctx.server.chats.member_chat(req.chat_id, me)
+    if me != chat.creator_id:
+        raise RpcError(400, "CHAT_ADMIN_REQUIRED")
+    if chat.deactivated:
+        raise RpcError(400, "CHAT_INVALID")
+    d = await ctx.server.dialogs.get(me, (PEER_CHAT, chat.id))
+    rec = await ctx.server.channels.create(
+        me, chat.title, "", broadcast=False, migrated_from=(chat.id, d.top_message if d else 0)
+    )
+    others = [u for u in chat.members if u != me]
+    if others:
+        await ctx.server.channels.add_members(rec, others, me)
+    for uid, member in chat.members.items():
+        if member.admin and uid != me:
+            await ctx.server.channels.edit_admin(rec, me, uid, _MIGRATED_ADMIN, None)
+    if chat.photo_id is not None:
+        await ctx.server.channels.set_photo(rec, chat.photo_id, chat.photo_stripped, me)
+    # The old group's last word points at the supergroup; then it goes read-only.
+    old = await _announce(ctx, chat, types.MessageActionChatMigrateTo(channel_id=rec.id), set())
+    await ctx.server.chats.deactivate(chat.id, rec.id)
+    new = await channels.announce(
+        ctx,
+        rec,
+        types.MessageActionChannelMigrateFrom(title=chat.title, chat_id=chat.id),
+        new_members=sorted(rec.members),
+    )
+    channels.channel_updated(ctx, rec, others)
+    for uid in others:
+        ctx.server.sync.push_now(
+            uid,
+            types.Updates(
+                updates=[],
+                users=[],
+                chats=[chat.chat_for(uid)],
+                date=int(time.time()),
+                seq=0,
+            ),
+        )
+    return types.Updates(
+        updates=[*old.updates, *new.updates],
+        users=new.users,
+        chats=[chat.chat_for(me), channels.view(ctx, rec)],
+        date=int(time.time()),
+        seq=0,
+    )

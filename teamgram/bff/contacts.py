@@ -43,6 +43,14 @@ def _tell_other_devices(ctx: RequestContext, answer: types.Updates) -> None:
 async def resolve_username(
     ctx: RequestContext, req: fn.contacts.ResolveUsername
 ) -> types.contacts.ResolvedPeer:
+    name = req.username.strip().lstrip("@")
+    channel = await ctx.server.channels.by_username(name) if name else None
+    if channel is not None:  # public channels and supergroups share the namespace
+        return types.contacts.ResolvedPeer(
+            peer=types.PeerChannel(channel_id=channel.id),
+            chats=[ctx.server.channels.view(channel, me(ctx))],
+            users=[],
+        )
     rec = await ctx.server.users.resolve_username(req.username)
     user = await ctx.server.users.user_for(me(ctx), rec.id)
     return types.contacts.ResolvedPeer(peer=types.PeerUser(user_id=rec.id), chats=[], users=[user])

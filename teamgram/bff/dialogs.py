@@ -14,7 +14,7 @@ from teamgram.bff.messages import _dialog_input_peer, _key, _me, resolve_peer
 from teamgram.bff.rpc import RequestContext, Router
 from teamgram.messenger.sync.service import state_tl
 from teamgram.service.biz.dialog import DialogRecord
-from teamgram.service.biz.peers import PEER_CHAT, PEER_USER, PeerKey, peer_tl
+from teamgram.service.biz.peers import PEER_CHANNEL, PEER_CHAT, PEER_USER, PeerKey, peer_tl
 from teamgram.tl import functions as fn
 from teamgram.tl import types
 
@@ -23,8 +23,9 @@ router = Router()
 DIALOGS_PAGE_MAX = 100
 
 
-def dialog_tl(ctx: RequestContext, d: DialogRecord) -> types.Dialog:
+def dialog_tl(ctx: RequestContext, d: DialogRecord, pts: int | None = None) -> types.Dialog:
     return types.Dialog(
+        pts=pts,
         peer=peer_tl(*d.peer),
         top_message=d.top_message,
         read_inbox_max_id=d.read_inbox_max_id,
@@ -43,19 +44,55 @@ def dialog_tl(ctx: RequestContext, d: DialogRecord) -> types.Dialog:
 async def dialogs_parts(
     ctx: RequestContext, dialogs: list[DialogRecord]
 ) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """(dialogs, top messages, users, chats) for an answer."""
+    """(dialogs, top messages, users, chats) for an answer.
+
+    A channel dialog takes its top message, unread count and pts from the channel."""
     me = _me(ctx)
     await ctx.server.users.load_notify(me)
-    found = await ctx.server.msg.get(me, [d.top_message for d in dialogs if d.top_message])
-    recs = [found[d.top_message] for d in dialogs if d.top_message in found]
+    boxed = [d for d in dialogs if d.peer_type != PEER_CHANNEL]
+    found = await ctx.server.msg.get(me, [d.top_message for d in boxed if d.top_message])
+    recs = [found[d.top_message] for d in boxed if d.top_message in found]
     msgs = await ctx.server.msg.views(me, recs)
     ids: set[int] = {d.peer_id for d in dialogs if d.peer_type == PEER_USER}
     for r in recs:
         ids |= r.user_ids()
-    users = await ctx.server.users.users_for(me, sorted(ids))
     chat_ids = [d.peer_id for d in dialogs if d.peer_type == PEER_CHAT]
     chats = [c.chat_for(me) for c in await ctx.server.chats.get_many(chat_ids)]
-    return [dialog_tl(ctx, d) for d in dialogs], msgs, users, chats
+    channel_ids = [d.peer_id for d in dialogs if d.peer_type == PEER_CHANNEL]
+    pts: dict[int, int] = {}
+    if channel_ids:
+        states = await ctx.server.channel_sync.states(channel_ids)
+        tops = await ctx.server.channel_msgs.tops(channel_ids)
+        for rec in await ctx.server.channels.get_many(channel_ids):
+            chats.append(ctx.server.channels.view(rec, me))
+            pts[rec.id] = states[rec.id].pts
+            top = tops.get(rec.id)
+            if top is None:
+                continue
+            posts = await ctx.server.channel_msgs.get(rec.id, [top.id])
+            if top.id in posts:
+                post = posts[top.id]
+                msgs += await ctx.server.channel_msgs.views(me, rec.broadcast, [post])
+                ids |= post.user_ids() if rec.megagroup else set()
+        for d in dialogs:
+            if d.peer_type == PEER_CHANNEL:
+                top = tops.get(d.peer_id)
+                if top is not None:
+                    d.top_message, d.top_date = top.id, top.date
+                d.unread_count = await ctx.server.channel_msgs.unread_count(
+                    d.peer_id, d.read_inbox_max_id, me
+                )
+    users = await ctx.server.users.users_for(me, sorted(ids))
+    out = [
+        dialog_tl(ctx, d, pts.get(d.peer_id) if d.peer_type == PEER_CHANNEL else None)
+        for d in dialogs
+    ]
+    return out, msgs, users, chats
+
+
+async def _channel_tops(ctx: RequestContext, ids: list[int]) -> dict[int, tuple[int, int]]:
+    tops = await ctx.server.channel_msgs.tops(ids)
+    return {c: (t.id, t.date) for c, t in tops.items()}
 
 
 @router(fn.messages.GetDialogs)
@@ -69,6 +106,7 @@ async def get_dialogs(ctx: RequestContext, req: fn.messages.GetDialogs) -> Any:
         offset_id,
         limit,
         req.exclude_pinned,
+        lambda ids: _channel_tops(ctx, ids),
     )
     dialogs, msgs, users, chats = await dialogs_parts(ctx, page)
     if len(page) >= total and not req.offset_date and not offset_id:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from teamgram.bff import channels
 from teamgram.bff.messages import (
     _key,
     _me,
@@ -36,6 +37,7 @@ from teamgram.messenger.msg.records import (
     pack_vector,
 )
 from teamgram.messenger.msg.service import NewMessage
+from teamgram.service.biz.peers import PEER_CHANNEL
 from teamgram.tl import TLObject, types
 from teamgram.tl import functions as fn
 
@@ -57,7 +59,7 @@ class StoredMedia:
 
 async def _may_use(ctx: RequestContext, owner_id: int, media_id: int) -> bool:
     me = _me(ctx)
-    return owner_id == me or await ctx.server.msg.has_media(me, media_id)
+    return owner_id == me or await ctx.server.can_see_media(me, media_id)
 
 
 async def store_media(ctx: RequestContext, media: Any) -> StoredMedia:
@@ -122,8 +124,9 @@ async def send_media(ctx: RequestContext, req: fn.messages.SendMedia) -> Any:
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
     entities, url_flag = _caption(ctx, req.message, req.entities)
-    await check_can_send(ctx, peer, "send_media")
-    check_flood(ctx)
+    if peer[0] != PEER_CHANNEL:
+        await check_can_send(ctx, peer, "send_media")
+        check_flood(ctx)
     stored = await store_media(ctx, req.media)
     item = NewMessage(
         text=req.message,
@@ -135,6 +138,8 @@ async def send_media(ctx: RequestContext, req: fn.messages.SendMedia) -> Any:
         media_id=stored.media_id,
         flags=(FLAG_SILENT if req.silent else 0) | url_flag,
     )
+    if peer[0] == PEER_CHANNEL:
+        return await channels.send_stored(ctx, req.peer, [item])
     blocked = await peer_blocked_me(ctx, peer)
     views = await views_for(ctx, peer)
     chats = await peer_chats(ctx, peer)
@@ -152,8 +157,9 @@ async def send_multi_media(ctx: RequestContext, req: fn.messages.SendMultiMedia)
         raise RpcError(400, "MEDIA_EMPTY")
     if len(req.multi_media) > ALBUM_MAX:
         raise RpcError(400, "MULTI_MEDIA_TOO_LONG")
-    await check_can_send(ctx, peer, "send_media")
-    check_flood(ctx, len(req.multi_media))
+    if peer[0] != PEER_CHANNEL:
+        await check_can_send(ctx, peer, "send_media")
+        check_flood(ctx, len(req.multi_media))
     grouped_id = secrets.randbits(62) + 1
     items: list[NewMessage] = []
     random_ids: list[int] = []
@@ -176,6 +182,8 @@ async def send_multi_media(ctx: RequestContext, req: fn.messages.SendMultiMedia)
                 grouped_id=grouped_id,
             )
         )
+    if peer[0] == PEER_CHANNEL:
+        return await channels.send_stored(ctx, req.peer, items)
     blocked = await peer_blocked_me(ctx, peer)
     views = await views_for(ctx, peer)
     chats = await peer_chats(ctx, peer)

@@ -27,7 +27,14 @@ from teamgram.messenger.msg.records import (
 from teamgram.messenger.msg.search import search_filters
 from teamgram.messenger.msg.service import NewMessage
 from teamgram.service.biz.contacts import contacts_hash
-from teamgram.service.biz.peers import PEER_CHAT, PEER_USER, PeerKey, peer_key, peer_tl
+from teamgram.service.biz.peers import (
+    PEER_CHANNEL,
+    PEER_CHAT,
+    PEER_USER,
+    PeerKey,
+    peer_key,
+    peer_tl,
+)
 from teamgram.tl import functions as fn
 from teamgram.tl import types
 
@@ -53,6 +60,9 @@ async def resolve_peer(ctx: RequestContext, input_peer: Any) -> PeerKey:
     """An InputPeer naming an existing user (or self), or a basic group the caller is
     or was in; PEER_ID_INVALID otherwise."""
     me = _me(ctx)
+    if isinstance(input_peer, types.InputPeerChannel):
+        rec = await ctx.server.channels.readable(me, input_peer)
+        return PEER_CHANNEL, rec.id
     if isinstance(input_peer, types.InputPeerChat):
         chat = await ctx.server.chats.get(input_peer.chat_id)
         if chat is None or (
@@ -161,6 +171,8 @@ async def check_can_send(ctx: RequestContext, peer: PeerKey, right: str = "send_
     """In a basic group, the group's default rights may forbid members to send."""
     if peer[0] == PEER_CHAT:
         chat = await ctx.server.chats.member_chat(peer[1], _me(ctx))
+        if chat.deactivated:  # migrated to a supergroup: read-only
+            raise RpcError(403, "CHAT_WRITE_FORBIDDEN")
         ctx.server.chats.check_right(chat, _me(ctx), right)
 
 
@@ -207,6 +219,10 @@ def history_hash(recs: list[MessageRecord]) -> int:
 # -------------------------------------------------------------------- send
 @router(fn.messages.SendMessage)
 async def send_message(ctx: RequestContext, req: fn.messages.SendMessage) -> Any:
+    if isinstance(req.peer, types.InputPeerChannel):
+        from teamgram.bff import channels
+
+        return await channels.send_message(ctx, req)
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
     check_text(ctx, req.message)
@@ -246,12 +262,19 @@ async def send_message(ctx: RequestContext, req: fn.messages.SendMessage) -> Any
 
 @router(fn.messages.ForwardMessages)
 async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages) -> Any:
+    from teamgram.bff import channels
+
     me = _me(ctx)
     from_peer = await resolve_peer(ctx, req.from_peer)
     to_peer = await resolve_peer(ctx, req.to_peer)
     if not req.id or len(req.id) != len(req.random_id) or len(req.id) > PAGE_MAX:
         raise RpcError(400, "RANDOM_ID_INVALID" if req.id else "MESSAGE_IDS_EMPTY")
-    found = await ctx.server.msg.get(me, list(req.id))
+    found: dict[int, Any]
+    if from_peer[0] == PEER_CHANNEL:
+        source, posts = await channels.forward_source(ctx, req.from_peer, list(req.id))
+        found = {i: channels.as_box_record(source, r, me) for i, r in posts.items()}
+    else:
+        found = await ctx.server.msg.get(me, list(req.id))
     items: list[NewMessage] = []
     for msg_id, random_id in zip(req.id, req.random_id, strict=True):
         rec = found.get(msg_id)
@@ -260,10 +283,12 @@ async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages
         items.append(_forwarded(rec, from_peer, to_peer, me, random_id, req))
     if not items:
         raise RpcError(400, "MESSAGE_ID_INVALID")
+    extra = set().union(*(r.user_ids() for r in found.values()))
+    if to_peer[0] == PEER_CHANNEL:
+        return await channels.send_stored(ctx, req.to_peer, items, "send_messages", extra)
     await check_can_send(ctx, to_peer)
     check_flood(ctx, len(items))
     blocked = await peer_blocked_me(ctx, to_peer)
-    extra = set().union(*(r.user_ids() for r in found.values()))
     views = await views_for(ctx, to_peer, extra)
     chats = await peer_chats(ctx, to_peer)
     sent = await ctx.server.msg.send(
@@ -325,6 +350,10 @@ def _forwarded(
 
 @router(fn.messages.SetTyping)
 async def set_typing(ctx: RequestContext, req: fn.messages.SetTyping) -> bool:
+    if isinstance(req.peer, types.InputPeerChannel):
+        from teamgram.bff import channels
+
+        return await channels.set_typing(ctx, req)
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
     now = int(time.time())
@@ -350,6 +379,10 @@ async def set_typing(ctx: RequestContext, req: fn.messages.SetTyping) -> bool:
 # -------------------------------------------------------------------- read
 @router(fn.messages.GetHistory)
 async def get_history(ctx: RequestContext, req: fn.messages.GetHistory) -> Any:
+    if isinstance(req.peer, types.InputPeerChannel):
+        from teamgram.bff import channels
+
+        return await channels.get_history(ctx, req)
     peer = await resolve_peer(ctx, req.peer)
     limit = max(0, min(req.limit or PAGE_MAX, PAGE_MAX))
     recs, total = await ctx.server.msg.history(
@@ -410,11 +443,15 @@ async def get_messages(ctx: RequestContext, req: fn.messages.GetMessages) -> Any
 async def search(ctx: RequestContext, req: fn.messages.Search) -> Any:
     me = _me(ctx)
     peer: PeerKey | None = None
-    if not isinstance(req.peer, types.InputPeerEmpty):
-        peer = await resolve_peer(ctx, req.peer)
     from_id = None
     if req.from_id is not None:
         from_id = peer_key(ctx.server.users.resolve_input_peer(me, req.from_id))[1]
+    if isinstance(req.peer, types.InputPeerChannel):
+        from teamgram.bff import channels
+
+        return await channels.search(ctx, req, from_id)
+    if not isinstance(req.peer, types.InputPeerEmpty):
+        peer = await resolve_peer(ctx, req.peer)
     limit = max(0, min(req.limit or PAGE_MAX, PAGE_MAX))
     recs, total = await ctx.server.msg.history(
         me,
@@ -456,6 +493,10 @@ async def search_global(ctx: RequestContext, req: fn.messages.SearchGlobal) -> A
 # -------------------------------------------------------------- edit, delete
 @router(fn.messages.EditMessage)
 async def edit_message(ctx: RequestContext, req: fn.messages.EditMessage) -> Any:
+    if isinstance(req.peer, types.InputPeerChannel):
+        from teamgram.bff import channels
+
+        return await channels.edit_message(ctx, req)
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
     if req.media is not None:
@@ -516,6 +557,10 @@ async def received_messages(ctx: RequestContext, req: fn.messages.ReceivedMessag
 
 @router(fn.messages.UpdatePinnedMessage)
 async def update_pinned_message(ctx: RequestContext, req: fn.messages.UpdatePinnedMessage) -> Any:
+    if isinstance(req.peer, types.InputPeerChannel):
+        from teamgram.bff import channels
+
+        return await channels.update_pinned(ctx, req)
     me = _me(ctx)
     peer = await resolve_peer(ctx, req.peer)
     await check_can_send(ctx, peer, "pin_messages")

@@ -38,10 +38,16 @@ _FILTER_KINDS: dict[type, tuple[int, ...]] = {
 
 
 def search_filters(
-    q: str, flt: Any, min_date: int, max_date: int, from_id: int | None
+    q: str,
+    flt: Any,
+    min_date: int,
+    max_date: int,
+    from_id: int | None,
+    table: sa.Table = messages,
 ) -> list[Any]:
-    """WHERE terms for :meth:`MsgService.history` (service messages never match)."""
-    m = messages
+    """WHERE terms for :meth:`MsgService.history` (service messages never match);
+    ``table``: a user's box (``messages``) or a channel's (``channel_messages``)."""
+    m = table
     where: list[Any] = []
     if q:
         escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
 from teamgram.infra.group_commit import GroupCommit, Tx
+from teamgram.messenger.msg.paging import history_page
 from teamgram.messenger.msg.records import (
     FLAG_HAS_URL,
     FLAG_PINNED,
@@ -978,50 +979,18 @@ class MsgService:
         base = [m.c.user_id == user_id, *(where or ())]
         if peer is not None:
             base += [m.c.peer_type == peer[0], m.c.peer_id == peer[1]]
-        bounded = list(base)
-        if max_id:
-            bounded.append(m.c.id < max_id)
-        if min_id:
-            bounded.append(m.c.id > min_id)
-        older = list(bounded)
-        newer = list(bounded)
-        # offset_id wins over offset_date (clients send both: the last message's id
-        # and date; ids within one second would be lost to a date bound).
-        if offset_id:
-            older.append(m.c.id < offset_id)
-            newer.append(m.c.id >= offset_id)
-        elif offset_date:
-            older.append(m.c.date < offset_date)
-            newer.append(m.c.date >= offset_date)
         async with self.engine.connect() as conn:
-            total = (
-                await conn.execute(sa.select(sa.func.count()).select_from(m).where(*base))
-            ).scalar_one()
-            page: list[Any] = []
-            if add_offset < 0 and (offset_id or offset_date):
-                first = list(
-                    await conn.execute(
-                        sa.select(m).where(*newer).order_by(m.c.id).limit(-add_offset)
-                    )
-                )
-                page = first[::-1][: max(limit, 0)]
-                rest = limit + add_offset
-                if rest > 0:
-                    page += list(
-                        await conn.execute(
-                            sa.select(m).where(*older).order_by(m.c.id.desc()).limit(rest)
-                        )
-                    )
-            elif limit > 0:
-                page = list(
-                    await conn.execute(
-                        sa.select(m)
-                        .where(*older)
-                        .order_by(m.c.id.desc())
-                        .offset(max(add_offset, 0))
-                        .limit(limit)
-                    )
-                )
+            page, total = await history_page(
+                conn,
+                m,
+                base,
+                offset_id=offset_id,
+                offset_date=offset_date,
+                add_offset=add_offset,
+                limit=limit,
+                max_id=max_id,
+                min_id=min_id,
+            )
         return [record_from_row(r) for r in page], int(total)
 
     async def views(self, viewer: int, recs: list[MessageRecord]) -> list[TLObject]:

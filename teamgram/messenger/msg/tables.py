@@ -61,3 +61,40 @@ message_reactions = sa.Table(
     sa.Column("emoticon", sa.String(32), primary_key=True),
     sa.Column("date", sa.BigInteger, nullable=False),
 )
+
+# Supergroups and channels (0008): every message is stored once, in its channel's
+# own box, whoever reads it. ``shared_id`` keys reactions as for box copies.
+channel_boxes = sa.Table(
+    "channel_boxes",
+    metadata,
+    sa.Column("channel_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.Integer, nullable=False),
+)
+
+channel_messages = sa.Table(
+    "channel_messages",
+    metadata,
+    sa.Column("channel_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("from_id", sa.BigInteger, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("shared_id", sa.BigInteger, nullable=False),
+    sa.Column("random_id", sa.BigInteger, nullable=True),
+    # The channel's pts right after this message arrived.
+    sa.Column("pts", sa.Integer, nullable=False),
+    sa.Column("text", LONG_TEXT, nullable=False),
+    sa.Column("entities", BLOB, nullable=True),
+    sa.Column("reply_to_id", sa.Integer, nullable=True),
+    sa.Column("fwd_from", BLOB, nullable=True),
+    sa.Column("media", BLOB, nullable=True),
+    sa.Column("media_kind", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("action", BLOB, nullable=True),
+    sa.Column("edit_date", sa.BigInteger, nullable=True),
+    sa.Column("flags", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("grouped_id", sa.BigInteger, nullable=True),
+    sa.Column("media_id", sa.BigInteger, nullable=True),
+    sa.Column("views", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("post_author", sa.String(128), nullable=True),
+    sa.Index("ix_channel_messages_media", "media_id"),
+    sa.UniqueConstraint("channel_id", "from_id", "random_id", name="uq_channel_messages_random"),
+)

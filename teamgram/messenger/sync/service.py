@@ -94,6 +94,8 @@ class SyncService:
         self.cache_states = cache_states
         self._states: dict[int, UpdateState] = {}
         self._retention: asyncio.Task[None] | None = None
+        # Channels' logs are trimmed with the users' (the channel sync plugs in).
+        self.channels: Any = None
 
     # ----------------------------------------------------------- in the writer
     async def append(self, tx: Tx, user_id: int, update: Any, pts_count: int = 1) -> int:
@@ -239,6 +241,8 @@ class SyncService:
                     cutoff = int(time.time()) - days * 86400
                     while await self.trim(cutoff) == TRIM_BATCH:
                         await asyncio.sleep(0)
+                    if self.channels is not None:
+                        await self.channels.trim(cutoff)
                 except Exception:
                     log.exception("trimming the update log failed")
                 await asyncio.sleep(interval)

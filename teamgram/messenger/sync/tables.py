@@ -31,3 +31,23 @@ user_updates = sa.Table(
     sa.Column("body", BLOB, nullable=False),
     sa.Index("ix_user_updates_pts", "user_id", "pts"),
 )
+
+# Channels and supergroups (0008): one pts per channel, shared by every member,
+# and the channel's update log (every entry advances the pts).
+channel_update_state = sa.Table(
+    "channel_update_state",
+    metadata,
+    sa.Column("channel_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("pts", sa.Integer, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+)
+
+channel_updates = sa.Table(
+    "channel_updates",
+    metadata,
+    sa.Column("channel_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("pts", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("pts_count", sa.Integer, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("body", BLOB, nullable=False),
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
+from teamgram.service.biz.peers import PEER_CHAT
 from teamgram.service.biz.tables import chat_invites, chat_participants, chats
 from teamgram.tl import decode, types
 
@@ -46,6 +48,9 @@ class ChatRecord:
     photo_stripped: bytes | None = None
     banned_rights: Any = None  # ChatBannedRights for members who are not admins
     dc_id: int = 2
+    migrated_to: int | None = None  # the supergroup it became
+    # (viewer, channel) -> access hash, for ``migrated_to`` (biz/channel's).
+    channel_hash: Callable[[int, int], int] | None = None
 
     def is_admin(self, user_id: int) -> bool:
         m = self.members.get(user_id)
@@ -66,7 +71,14 @@ class ChatRecord:
         if viewer_id not in self.members:
             return types.ChatForbidden(id=self.id, title=self.title)
         member = self.members[viewer_id]
+        migrated: Any = None
+        if self.migrated_to is not None and self.channel_hash is not None:
+            migrated = types.InputChannel(
+                channel_id=self.migrated_to,
+                access_hash=self.channel_hash(viewer_id, self.migrated_to),
+            )
         return types.Chat(
+            migrated_to=migrated,
             id=self.id,
             title=self.title,
             photo=self.photo_tl(),
@@ -122,6 +134,7 @@ class ChatService:
         self.engine = engine
         self.dc_id = dc_id
         self._cache: dict[int, ChatRecord] = {}
+        self.channel_hash: Callable[[int, int], int] | None = None
 
     async def create(self, creator_id: int, title: str, member_ids: list[int]) -> ChatRecord:
         title = check_title(title)
@@ -136,6 +149,7 @@ class ChatService:
             date=now,
             version=1,
             dc_id=self.dc_id,
+            channel_hash=self.channel_hash,
         )
         rec.members[creator_id] = Member(creator_id, creator_id, now, admin=True)
         for u in ids:
@@ -201,6 +215,8 @@ class ChatService:
                 photo_stripped=row.photo_stripped,
                 banned_rights=decode(row.banned_rights) if row.banned_rights else None,
                 dc_id=self.dc_id,
+                migrated_to=row.migrated_to,
+                channel_hash=self.channel_hash,
             )
             members = await conn.execute(
                 sa.select(chat_participants).where(chat_participants.c.chat_id == chat_id)
@@ -355,6 +371,19 @@ class ChatService:
     ) -> Any:
         rec = await self.member_chat(chat_id, by_id)
         self.check_right(rec, by_id, "invite_users")
+        return await self.store_invite(chat_id, PEER_CHAT, by_id, expire_date, usage_limit, title)
+
+    async def store_invite(
+        self,
+        target_id: int,
+        peer_type: int,
+        by_id: int,
+        expire_date: int | None,
+        usage_limit: int | None,
+        title: str | None,
+    ) -> Any:
+        """A new link to a basic group or (``peer_type`` 3) a channel; rights checked by
+        the caller."""
         if usage_limit is not None and not 1 <= usage_limit <= 99999:
             raise RpcError(400, "USAGE_LIMIT_INVALID")
         now = int(time.time())
@@ -365,7 +394,8 @@ class ChatService:
             await conn.execute(
                 chat_invites.insert().values(
                     hash=invite_hash,
-                    chat_id=chat_id,
+                    chat_id=target_id,
+                    peer_type=peer_type,
                     admin_id=by_id,
                     date=now,
                     expire_date=expire_date,
@@ -379,12 +409,8 @@ class ChatService:
             invite_hash, by_id, now, expire_date, usage_limit, 0, False, title or None
         )
 
-    async def invite(
-        self, invite_hash: str, member_id: int | None = None
-    ) -> tuple[ChatRecord, Any]:
-        """The group an invite link leads to; INVITE_HASH_INVALID / _EXPIRED otherwise.
-
-        For ``member_id`` already in the group a used-up link still names it."""
+    async def invite_row(self, invite_hash: str) -> Any:
+        """The stored link (any kind), usable or not; INVITE_HASH_INVALID when unknown."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -393,16 +419,66 @@ class ChatService:
             ).first()
         if row is None:
             raise RpcError(400, "INVITE_HASH_INVALID")
-        if member_id is not None:
-            known = await self.get(row.chat_id)
-            if known is not None and member_id in known.members:
-                return known, row
+        return row
+
+    @staticmethod
+    def check_usable(row: Any) -> None:
         if (
             row.revoked
             or (row.expire_date is not None and row.expire_date <= time.time())
             or (row.usage_limit is not None and row.usage >= row.usage_limit)
         ):
             raise RpcError(400, "INVITE_HASH_EXPIRED")
+
+    async def count_use(self, invite_hash: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                chat_invites.update()
+                .where(chat_invites.c.hash == invite_hash)
+                .values(usage=chat_invites.c.usage + 1)
+            )
+
+    def invite_tl(self, row: Any) -> Any:
+        return _invite_tl(
+            row.hash,
+            row.admin_id,
+            row.date,
+            row.expire_date,
+            row.usage_limit,
+            row.usage,
+            bool(row.revoked),
+            row.title,
+        )
+
+    async def deactivate(self, chat_id: int, migrated_to: int) -> None:
+        """messages.migrateChat: the group is read-only and points at its supergroup."""
+        rec = await self.get(chat_id)
+        if rec is None:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                chats.update()
+                .where(chats.c.id == chat_id)
+                .values(deactivated=True, migrated_to=migrated_to, version=rec.version + 1)
+            )
+        rec.deactivated = True
+        rec.migrated_to = migrated_to
+        rec.version += 1
+
+    async def invite(
+        self, invite_hash: str, member_id: int | None = None
+    ) -> tuple[ChatRecord, Any]:
+        """The group an invite link leads to; INVITE_HASH_INVALID / _EXPIRED otherwise.
+
+        For ``member_id`` already in the group a used-up link still names it."""
+        row = await self.invite_row(invite_hash)
+        if row.peer_type != PEER_CHAT:
+            raise RpcError(400, "INVITE_HASH_INVALID")
+        if member_id is not None:
+            known = await self.get(row.chat_id)
+            if known is not None and member_id in known.members:
+                return known, row
+        self.check_usable(row)
         rec = await self.get(row.chat_id)
         if rec is None or rec.deactivated:
             raise RpcError(400, "INVITE_HASH_INVALID")

@@ -10,6 +10,7 @@ pinned order, then by the date of the top message, newest first.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.infra.database import upsert, upsert_many
 from teamgram.infra.group_commit import Tx
-from teamgram.service.biz.peers import PeerKey
+from teamgram.service.biz.peers import PEER_CHANNEL, PeerKey
 from teamgram.service.biz.tables import dialogs
 from teamgram.tl import decode
+
+# Channel id -> (top message id, its date), from msg's channel boxes.
+ChannelTops = Callable[[list[int]], Awaitable[dict[int, tuple[int, int]]]]
 
 # Telegram's limit of pinned dialogs in the main list for a non-premium account.
 PINNED_MAX = 5
@@ -185,26 +189,54 @@ class DialogService:
         offset_id: int,
         limit: int,
         exclude_pinned: bool,
+        channel_tops: ChannelTops | None = None,
     ) -> tuple[list[DialogRecord], int]:
         """One page of the dialog list and the total number of listed dialogs.
 
         The first page (no offset) starts with the pinned dialogs unless excluded;
         the rest go by (top date, top message) descending, strictly below the offset.
+        A channel's top message lives with the channel (``channel_tops`` gives it),
+        not in each member's row: channel dialogs are ordered in memory.
         """
         t = dialogs
         listed = sa.and_(t.c.user_id == user_id, t.c.folder_id == folder_id, t.c.top_message > 0)
         out: list[DialogRecord] = []
+        first_page = not offset_date and not offset_id
+
+        def below(top_date: int, top_message: int) -> bool:
+            if first_page:
+                return True
+            if offset_date:
+                return top_date < offset_date or (
+                    top_date == offset_date and top_message < offset_id
+                )
+            return top_message < offset_id
+
         async with self.engine.connect() as conn:
+            boxed = sa.and_(listed, t.c.peer_type != PEER_CHANNEL)
             total = (
-                await conn.execute(sa.select(sa.func.count()).select_from(t).where(listed))
+                await conn.execute(sa.select(sa.func.count()).select_from(t).where(boxed))
             ).scalar_one()
-            first_page = not offset_date and not offset_id
+            channel_rows = [
+                _record(r)
+                for r in await conn.execute(
+                    sa.select(t).where(listed, t.c.peer_type == PEER_CHANNEL)
+                )
+            ]
+            if channel_tops is not None and channel_rows:
+                tops = await channel_tops([d.peer_id for d in channel_rows])
+                for d in channel_rows:
+                    if d.peer_id in tops:
+                        d.top_message, d.top_date = tops[d.peer_id]
+            total += len(channel_rows)
             if first_page and not exclude_pinned:
                 rows = await conn.execute(
                     sa.select(t).where(listed, t.c.pinned > 0).order_by(t.c.pinned).limit(limit)
                 )
                 out = [_record(r) for r in rows]
-            cond = [listed, t.c.pinned == 0] if not exclude_pinned else [listed]
+                live = {d.peer: d for d in channel_rows}
+                out = [live.get(d.peer, d) for d in out]
+            cond = [boxed, t.c.pinned == 0] if not exclude_pinned else [boxed]
             if not first_page:
                 cond.append(
                     sa.or_(
@@ -221,7 +253,14 @@ class DialogService:
                     .order_by(t.c.top_date.desc(), t.c.top_message.desc())
                     .limit(limit - len(out))
                 )
-                out.extend(_record(r) for r in rows)
+                rest = [_record(r) for r in rows]
+                rest += [
+                    d
+                    for d in channel_rows
+                    if (exclude_pinned or d.pinned == 0) and below(d.top_date, d.top_message)
+                ]
+                rest.sort(key=lambda d: (d.top_date, d.top_message), reverse=True)
+                out.extend(rest[: limit - len(out)])
         return out, int(total)
 
     async def unread_total(self, user_id: int) -> int:

@@ -3,7 +3,7 @@
 
 import sqlalchemy as sa
 
-from teamgram.infra.database import metadata
+from teamgram.infra.database import BLOB, metadata
 
 users = sa.Table(
     "users",
@@ -98,9 +98,11 @@ chats = sa.Table(
     sa.Column("photo_id", sa.BigInteger, nullable=True),
     sa.Column("photo_stripped", sa.LargeBinary, nullable=True),
     sa.Column("banned_rights", sa.LargeBinary, nullable=True),  # ChatBannedRights
+    # The supergroup it became (messages.migrateChat, 0008).
+    sa.Column("migrated_to", sa.BigInteger, nullable=True),
 )
 
-# Invite links of basic groups: https://t.me/+<hash>.
+# Invite links of basic groups and channels: https://t.me/+<hash>.
 chat_invites = sa.Table(
     "chat_invites",
     metadata,
@@ -113,6 +115,8 @@ chat_invites = sa.Table(
     sa.Column("usage", sa.Integer, nullable=False, server_default="0"),
     sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("title", sa.String(255), nullable=True),
+    # 2: a basic group, 3: a channel or supergroup (0008; chat_id is then its id).
+    sa.Column("peer_type", sa.SmallInteger, nullable=False, server_default="2"),
     sa.Index("ix_chat_invites_chat", "chat_id"),
 )
 
@@ -125,4 +129,65 @@ chat_participants = sa.Table(
     sa.Column("date", sa.BigInteger, nullable=False),
     sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_chat_participants_user", "user_id"),
+)
+
+# Supergroups and broadcast channels (migration 0008). Their messages are stored
+# once per channel by msg (channel_messages), not in every member's box.
+channels = sa.Table(
+    "channels",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.String(255), nullable=False),
+    sa.Column("about", sa.Text, nullable=False, server_default=""),
+    sa.Column("creator_id", sa.BigInteger, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("broadcast", sa.Boolean, nullable=False),
+    sa.Column("megagroup", sa.Boolean, nullable=False),
+    sa.Column("username", sa.String(64), nullable=True),
+    # Usernames are unique without regard to case (and shared with users').
+    sa.Column("username_lower", sa.String(64), nullable=True, unique=True),
+    sa.Column("photo_id", sa.BigInteger, nullable=True),
+    sa.Column("photo_stripped", sa.LargeBinary, nullable=True),
+    sa.Column("signatures", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("slowmode_seconds", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("banned_rights", sa.LargeBinary, nullable=True),  # default ChatBannedRights
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("migrated_from_chat_id", sa.BigInteger, nullable=True),
+    sa.Column("migrated_from_max_id", sa.Integer, nullable=True),
+)
+
+# One row per member, admin, creator, restricted or kicked user (role column);
+# leaving deletes the row.
+channel_participants = sa.Table(
+    "channel_participants",
+    metadata,
+    sa.Column("channel_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("role", sa.SmallInteger, nullable=False),
+    sa.Column("inviter_id", sa.BigInteger, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("admin_rights", sa.LargeBinary, nullable=True),  # ChatAdminRights
+    sa.Column("rank", sa.String(32), nullable=True),
+    sa.Column("promoted_by", sa.BigInteger, nullable=True),
+    sa.Column("banned_rights", sa.LargeBinary, nullable=True),  # ChatBannedRights
+    sa.Column("kicked_by", sa.BigInteger, nullable=True),
+    sa.Index("ix_channel_participants_user", "user_id"),
+)
+
+# channels.getAdminLog: one row per admin action (ChannelAdminLogEventAction).
+channel_admin_log = sa.Table(
+    "channel_admin_log",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("channel_id", sa.BigInteger, nullable=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("date", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(48), nullable=False),  # the action's constructor name
+    sa.Column("action", BLOB, nullable=False),
+    sa.Index("ix_channel_admin_log", "channel_id", "id"),
 )

@@ -186,6 +186,8 @@ class UserService:
         self.dc_id = 2
         # photo id -> the Photo object (media plugs in; UserFull.profile_photo)
         self.photo_of: Callable[[int], Awaitable[TLObject | None]] | None = None
+        # Usernames are one namespace with channels' (biz/channel plugs in).
+        self.username_taken_elsewhere: Callable[[str], Awaitable[bool]] | None = None
 
     def plug(
         self,
@@ -424,7 +426,9 @@ class UserService:
         if not valid_username(username):
             raise RpcError(400, "USERNAME_INVALID")
         holder = await self.by_username(username)
-        return holder is None or holder.id == user_id
+        if holder is not None and holder.id != user_id:
+            return False
+        return not (self.username_taken_elsewhere and await self.username_taken_elsewhere(username))
 
     async def set_username(self, user_id: int, username: str) -> UserRecord:
         """account.updateUsername ("" removes it): USERNAME_INVALID / _OCCUPIED / _NOT_MODIFIED."""
@@ -440,6 +444,8 @@ class UserService:
             holder = await self.by_username(name)
             if holder is not None and holder.id != user_id:
                 raise RpcError(400, "USERNAME_OCCUPIED")
+            if self.username_taken_elsewhere and await self.username_taken_elsewhere(name):
+                raise RpcError(400, "USERNAME_OCCUPIED")  # a channel's
         try:
             return await self._update_row(
                 user_id, username=name or None, username_lower=name.lower() or None
