@@ -986,10 +986,10 @@ _LOG_KINDS: dict[str, tuple[str, ...]] = {
         "ChannelAdminLogEventActionChangeAbout",
         "ChannelAdminLogEventActionChangeUsername",
         "ChannelAdminLogEventActionChangePhoto",
+        "ChannelAdminLogEventActionToggleSlowMode",
     ),
     "settings": (
         "ChannelAdminLogEventActionToggleSignatures",
-        "ChannelAdminLogEventActionToggleSlowMode",
         "ChannelAdminLogEventActionDefaultBannedRights",
         "ChannelAdminLogEventActionToggleInvites",
     ),

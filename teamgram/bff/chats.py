@@ -379,3 +379,97 @@ async def migrate_chat(ctx: RequestContext, req: fn.messages.MigrateChat) -> Any
         date=int(time.time()),
         seq=0,
     )
+
+
+# ---------------------------------------------------------------- invite links
+def _link_hash(link: str) -> str:
+    """The hash of https://t.me/+HASH, t.me/joinchat/HASH or a bare hash."""
+    tail = link.rstrip("/").rsplit("/", 1)[-1]
+    return tail.removeprefix("+")
+
+
+async def _managed_invite(ctx: RequestContext, peer: Any, link: str) -> Any:
+    """The link row, if the caller may manage the peer's links (its admins with
+    invite_users; a link's own maker); INVITE_HASH_EXPIRED for another peer's link."""
+    me = _me(ctx)
+    row = await ctx.server.chats.invite_row(_link_hash(link))
+    target, peer_type = await _invite_target(ctx, peer)
+    if row.chat_id != target or row.peer_type != peer_type:
+        raise RpcError(400, "INVITE_HASH_EXPIRED")
+    return row if row.admin_id == me else await _require_invite_admin(ctx, peer, row)
+
+
+async def _invite_target(ctx: RequestContext, peer: Any) -> tuple[int, int]:
+    if isinstance(peer, types.InputPeerChannel):
+        rec = await channels.member_of(ctx, peer)
+        ctx.server.channels.check_admin(rec, _me(ctx), "invite_users")
+        return rec.id, PEER_CHANNEL
+    chat = await _chat_of_peer(ctx, peer)
+    ctx.server.chats.check_right(chat, _me(ctx), "invite_users")
+    return chat.id, PEER_CHAT
+
+
+async def _require_invite_admin(ctx: RequestContext, peer: Any, row: Any) -> Any:
+    """Someone else's link: only the creator (channels: admins who may add admins)."""
+    me = _me(ctx)
+    if isinstance(peer, types.InputPeerChannel):
+        rec = await channels.member_of(ctx, peer)
+        if not rec.has_right(me, "add_admins"):
+            raise RpcError(400, "CHAT_ADMIN_REQUIRED")
+    else:
+        chat = await _chat_of_peer(ctx, peer)
+        if me != chat.creator_id:
+            raise RpcError(400, "CHAT_ADMIN_REQUIRED")
+    return row
+
+
+@router(fn.messages.EditExportedChatInvite)
+async def edit_exported_chat_invite(
+    ctx: RequestContext, req: fn.messages.EditExportedChatInvite
+) -> Any:
+    row = await _managed_invite(ctx, req.peer, req.link)
+    if row.revoked:
+        raise RpcError(400, "INVITE_HASH_EXPIRED")
+    row = await ctx.server.chats.edit_invite(
+        row, bool(req.revoked), req.expire_date, req.usage_limit, req.title
+    )
+    return types.messages.ExportedChatInvite(
+        invite=ctx.server.chats.invite_tl(row),
+        users=await ctx.server.users.users_for(_me(ctx), [row.admin_id]),
+    )
+
+
+@router(fn.messages.GetExportedChatInvite)
+async def get_exported_chat_invite(
+    ctx: RequestContext, req: fn.messages.GetExportedChatInvite
+) -> Any:
+    row = await _managed_invite(ctx, req.peer, req.link)
+    return types.messages.ExportedChatInvite(
+        invite=ctx.server.chats.invite_tl(row),
+        users=await ctx.server.users.users_for(_me(ctx), [row.admin_id]),
+    )
+
+
+@router(fn.messages.GetExportedChatInvites)
+async def get_exported_chat_invites(
+    ctx: RequestContext, req: fn.messages.GetExportedChatInvites
+) -> Any:
+    me = _me(ctx)
+    target, peer_type = await _invite_target(ctx, req.peer)
+    admin = ctx.server.users.resolve_input_user(me, req.admin_id)
+    limit = max(0, min(req.limit or 50, 100))
+    rows = await ctx.server.chats.invites_of(target, peer_type, admin, bool(req.revoked), limit)
+    return types.messages.ExportedChatInvites(
+        count=len(rows),
+        invites=[ctx.server.chats.invite_tl(r) for r in rows],
+        users=await ctx.server.users.users_for(me, [admin]),
+    )
+
+
+@router(fn.messages.DeleteExportedChatInvite)
+async def delete_exported_chat_invite(
+    ctx: RequestContext, req: fn.messages.DeleteExportedChatInvite
+) -> bool:
+    row = await _managed_invite(ctx, req.peer, req.link)
+    await ctx.server.chats.delete_invite(row)
+    return True

@@ -166,7 +166,7 @@ async def test_invite_links_admins_rights_and_photo(
     assert isinstance(info, tt.ChatInvite) and info.title == "Club"
     assert info.participants_count == 2
     joined = await c(functions.messages.ImportChatInviteRequest(invite_hash))
-    action = joined.updates[0].message.action
+    action = joined.updates.updates[0].message.action
     assert isinstance(action, tt.MessageActionChatJoinedByLink) and action.inviter_id == ua.id
     again = await c(functions.messages.CheckChatInviteRequest(invite_hash))
     assert isinstance(again, tt.ChatInviteAlready)

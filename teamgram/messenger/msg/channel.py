@@ -161,6 +161,7 @@ class ChannelMessageRecord:
             grouped_id=self.grouped_id,
             reactions=reactions,
             views=self.views if broadcast else None,
+            forwards=0 if broadcast else None,  # shares its flag with views
             post_author=self.post_author if broadcast else None,
         )
 

@@ -438,6 +438,57 @@ class ChatService:
                 .values(usage=chat_invites.c.usage + 1)
             )
 
+    async def invites_of(
+        self, target_id: int, peer_type: int, admin_id: int, revoked: bool, limit: int
+    ) -> list[Any]:
+        t = chat_invites
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t)
+                .where(
+                    t.c.chat_id == target_id,
+                    t.c.peer_type == peer_type,
+                    t.c.admin_id == admin_id,
+                    t.c.revoked == revoked,
+                )
+                .order_by(t.c.date.desc(), t.c.hash)
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def edit_invite(
+        self,
+        row: Any,
+        revoke: bool,
+        expire_date: int | None,
+        usage_limit: int | None,
+        title: str | None,
+    ) -> Any:
+        """Change or revoke a link; returns the row as it is now."""
+        values: dict[str, Any] = {}
+        if revoke:
+            values["revoked"] = True
+        if expire_date is not None:
+            values["expire_date"] = expire_date or None
+        if usage_limit is not None:
+            if usage_limit and not 1 <= usage_limit <= 99999:
+                raise RpcError(400, "USAGE_LIMIT_INVALID")
+            values["usage_limit"] = usage_limit or None
+        if title is not None:
+            values["title"] = title[:255] or None
+        if values:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    chat_invites.update().where(chat_invites.c.hash == row.hash).values(**values)
+                )
+        return await self.invite_row(row.hash)
+
+    async def delete_invite(self, row: Any) -> None:
+        if not row.revoked:
+            raise RpcError(400, "INVITE_REVOKED_MISSING")
+        async with self.engine.begin() as conn:
+            await conn.execute(chat_invites.delete().where(chat_invites.c.hash == row.hash))
+
     def invite_tl(self, row: Any) -> Any:
         return _invite_tl(
             row.hash,
