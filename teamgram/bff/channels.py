@@ -679,14 +679,32 @@ async def delete_messages(ctx: RequestContext, req: fn.channels.DeleteMessages) 
 
 @router(fn.channels.ReadHistory)
 async def read_history(ctx: RequestContext, req: fn.channels.ReadHistory) -> bool:
+    await read(ctx, req.channel, req.max_id)
+    return True
+
+
+async def read(ctx: RequestContext, input_channel: Any, max_id: int) -> None:
+    """The reader's position moves; in a supergroup the last read message's sender
+    hears of it (updateReadChannelOutbox)."""
     me = _me(ctx)
-    rec = await member_of(ctx, req.channel)
-    moved = await ctx.server.channel_msgs.read_history(me, rec.id, req.max_id, _key(ctx))
+    rec = await member_of(ctx, input_channel)
+    moved = await ctx.server.channel_msgs.read_history(me, rec.id, max_id, _key(ctx))
     if moved is not None and rec.megagroup:
         upto, sender = moved
         if sender and sender != me and rec.is_member(sender):
             await ctx.server.channel_msgs.outbox_read(sender, rec.id, upto)
-    return True
+
+
+async def send_reaction(
+    ctx: RequestContext, req: fn.messages.SendReaction, emoticons: list[str]
+) -> Any:
+    me = _me(ctx)
+    rec = await member_of(ctx, req.peer)
+    if emoticons and "send_reactions" in rec.restrictions_of(me):
+        raise RpcError(403, "CHAT_WRITE_FORBIDDEN")
+    aud = await audience(ctx, rec)
+    update = await ctx.server.channel_msgs.react(me, rec.id, req.msg_id, emoticons, aud, _key(ctx))
+    return updates_answer(ctx, rec, [update], await ctx.server.users.users_for(me, [me]))
 
 
 @router(fn.channels.ReadMessageContents)

@@ -528,6 +528,8 @@ async def delete_messages(ctx: RequestContext, req: fn.messages.DeleteMessages) 
 @router(fn.messages.DeleteHistory)
 async def delete_history(ctx: RequestContext, req: fn.messages.DeleteHistory) -> Any:
     peer = await resolve_peer(ctx, req.peer)
+    if peer[0] == PEER_CHANNEL:
+        raise RpcError(400, "PEER_ID_INVALID")  # Telegram: channels.deleteHistory
     res = await ctx.server.msg.delete_history(
         _me(ctx), peer, req.max_id, req.revoke, req.just_clear, _key(ctx)
     )
@@ -539,6 +541,12 @@ async def delete_history(ctx: RequestContext, req: fn.messages.DeleteHistory) ->
 @router(fn.messages.ReadHistory)
 async def read_history(ctx: RequestContext, req: fn.messages.ReadHistory) -> Any:
     peer = await resolve_peer(ctx, req.peer)
+    if peer[0] == PEER_CHANNEL:  # clients use channels.readHistory; this works the same
+        from teamgram.bff import channels
+
+        await channels.read(ctx, req.peer, req.max_id)
+        state = await ctx.server.sync.get_state(_me(ctx))
+        return types.messages.AffectedMessages(pts=state.pts, pts_count=0)
     res = await ctx.server.msg.read_history(_me(ctx), peer, req.max_id, _key(ctx))
     return types.messages.AffectedMessages(pts=res.pts, pts_count=res.pts_count)
 
@@ -586,6 +594,10 @@ async def send_reaction(ctx: RequestContext, req: fn.messages.SendReaction) -> A
             emoticons.append(r.emoticon)
     if len(emoticons) > REACTIONS_MAX:
         raise RpcError(400, "REACTIONS_TOO_MANY")
+    if peer[0] == PEER_CHANNEL:
+        from teamgram.bff import channels
+
+        return await channels.send_reaction(ctx, req, emoticons)
     users = await ctx.server.users.users_for(
         me, sorted({me, peer[1]} if peer[0] == PEER_USER else {me})
     )

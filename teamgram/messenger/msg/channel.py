@@ -38,7 +38,7 @@ from teamgram.messenger.msg.records import (
     unpack,
 )
 from teamgram.messenger.msg.service import EDIT_TIME_LIMIT, NewMessage, _reactions
-from teamgram.messenger.msg.tables import channel_boxes, channel_messages
+from teamgram.messenger.msg.tables import channel_boxes, channel_messages, message_reactions
 from teamgram.messenger.sync.channel import ChannelSync
 from teamgram.messenger.sync.service import SyncService
 from teamgram.service.biz.dialog import DialogService
@@ -227,7 +227,7 @@ class ChannelMessages:
         reactions: dict[int, TLObject] = {}
         if any(r.flags & FLAG_REACTIONS for r in recs):
             async with self.engine.connect() as conn:
-                reactions = await _reactions(conn, viewer_id, recs)  # type: ignore[arg-type]
+                reactions = await _reactions(conn, viewer_id, recs)
         return [self.render(r, viewer_id, broadcast, reactions.get(r.shared_id)) for r in recs]
 
     def _push_later(
@@ -860,6 +860,65 @@ class ChannelMessages:
             self.sync.push_later(tx, sender_id, _updates([upd], [], []))
 
         await self.writer.run(op)
+
+    # ----------------------------------------------------------- reactions
+    async def react(
+        self,
+        user_id: int,
+        channel_id: int,
+        msg_id: int,
+        emoticons: list[str],
+        audience: Audience,
+        exclude_key: int | None,
+    ) -> Any:
+        """Set the user's reactions on a post; every online member sees the new counts
+        (``updateMessageReactions``: no pts, a refetched message carries them too)."""
+
+        async def op(tx: Tx) -> Any:
+            rec = await self._get_in(tx, channel_id, msg_id)
+            if rec is None:
+                raise RpcError(400, "MESSAGE_ID_INVALID")
+            t = message_reactions
+            await tx.conn.execute(
+                t.delete().where(t.c.shared_id == rec.shared_id, t.c.user_id == user_id)
+            )
+            now = int(time.time())
+            for e in emoticons:
+                await tx.conn.execute(
+                    t.insert().values(
+                        shared_id=rec.shared_id, user_id=user_id, emoticon=e, date=now
+                    )
+                )
+            if not rec.flags & FLAG_REACTIONS:
+                rec.flags |= FLAG_REACTIONS
+                await tx.conn.execute(
+                    channel_messages.update()
+                    .where(
+                        channel_messages.c.channel_id == channel_id, channel_messages.c.id == msg_id
+                    )
+                    .values(flags=rec.flags)
+                )
+            counted: dict[int, Any] = {}
+            viewers = set(audience) | {user_id}
+            for viewer in viewers:
+                got = await _reactions(tx.conn, viewer, [rec])
+                counted[viewer] = got.get(rec.shared_id) or types.MessageReactions(
+                    results=[], can_see_list=True, recent_reactions=[]
+                )
+
+            def build(viewer: int) -> list[Any]:
+                return [
+                    types.UpdateMessageReactions(
+                        peer=types.PeerChannel(channel_id=channel_id),
+                        msg_id=msg_id,
+                        reactions=counted[viewer],
+                    )
+                ]
+
+            self._push_later(tx, audience, build, user_id, exclude_key)
+            return build(user_id)[0]
+
+        return await self.writer.run(op)
 
     # --------------------------------------------------------------- views
     async def count_views(

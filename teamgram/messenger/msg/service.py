@@ -18,7 +18,7 @@ import asyncio
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -1018,7 +1018,7 @@ class MsgService:
         return row is not None
 
 
-async def _reactions(conn: Any, viewer: int, recs: list[MessageRecord]) -> dict[int, TLObject]:
+async def _reactions(conn: Any, viewer: int, recs: Sequence[Any]) -> dict[int, TLObject]:
     """``MessageReactions`` per shared id, as ``viewer`` sees them (``chosen_order`` is theirs)."""
     wanted = [r.shared_id for r in recs if r.flags & FLAG_REACTIONS]
     if not wanted:
