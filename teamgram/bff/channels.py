@@ -373,8 +373,9 @@ async def edit_message(ctx: RequestContext, req: fn.messages.EditMessage) -> Any
         rec.has_right(me, "edit_messages") or rec.has_right(me, "post_messages")
     ):
         raise RpcError(400, "CHAT_ADMIN_REQUIRED")
+    before = (await ctx.server.channel_msgs.get(rec.id, [req.id])).get(req.id)
     aud = await audience(ctx, rec)
-    _, update = await ctx.server.channel_msgs.edit(
+    after, update = await ctx.server.channel_msgs.edit(
         me,
         rec.id,
         rec.broadcast,
@@ -386,6 +387,16 @@ async def edit_message(ctx: RequestContext, req: fn.messages.EditMessage) -> Any
         _key(ctx),
         flags,
     )
+    if before is not None and before.from_id != me:  # an admin edited someone's post
+        render = ctx.server.channel_msgs.render
+        await log(
+            ctx,
+            rec,
+            types.ChannelAdminLogEventActionEditMessage(
+                prev_message=render(before, me, rec.broadcast),
+                new_message=render(after, me, rec.broadcast),
+            ),
+        )
     return updates_answer(ctx, rec, [update], await ctx.server.users.users_for(me, [me]))
 
 

@@ -733,7 +733,8 @@ class ChannelMessages:
                     self._tops.pop(channel_id, None)
 
                 tx.on_commit(forget_top)
-            self._push_later(tx, audience, lambda _v: [upd], user_id, exclude_key)
+            # The caller's device too: its answer (affectedMessages) names no channel.
+            self._push_later(tx, audience, lambda _v: [upd], user_id, None)
             return pts, len(gone), found
 
         return await self.writer.run(op)
