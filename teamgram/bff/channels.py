@@ -80,15 +80,17 @@ def is_channel_peer(input_peer: Any) -> bool:
 
 
 def online_members(ctx: RequestContext, rec: ChannelRecord, also: Iterable[int] = ()) -> list[int]:
-    """Members with a live session now (the only ones a change is pushed to)."""
-    online = ctx.server.session_host.by_user
+    """Members connected now (the only ones a change is pushed to: the others catch up
+    with getChannelDifference, so nothing is queued for a session that went away)."""
+    host = ctx.server.session_host
+    online = host.by_user
     members = rec.members
     if len(online) < len(members):
         ids = [u for u in online if u in members]
     else:
         ids = [u for u in members if u in online]
     ids += [u for u in also if u in online and u not in members]
-    return ids
+    return [u for u in ids if host.connected(u)]
 
 
 async def audience(
@@ -450,7 +452,9 @@ async def get_messages_views(ctx: RequestContext, req: fn.messages.GetMessagesVi
     )
     return types.messages.MessageViews(
         views=[
-            types.MessageViews(views=counts[i] if rec.broadcast and i in counts else None)
+            types.MessageViews(views=counts[i][0], forwards=counts[i][1])
+            if rec.broadcast and i in counts
+            else types.MessageViews()
             for i in req.id
         ],
         chats=[view(ctx, rec)],

@@ -71,8 +71,8 @@ def _matches(query: str, *fields: str | None) -> bool:
 async def search(ctx: RequestContext, req: fn.contacts.Search) -> types.contacts.Found:
     """My contacts matching by name or username, then others by public username.
 
-    The ``broadcasts``/``bots`` flags widen the search to channels and bots in
-    Telegram; users (bots among them) are all this server has, so they change nothing.
+    Channels and supergroups come too: the caller's own by title, public ones by
+    username or title.
     """
     q = req.q.strip().lstrip("@").lower()
     if not q:
@@ -98,10 +98,20 @@ async def search(ctx: RequestContext, req: fn.contacts.Search) -> types.contacts
     found = await users.search(q, limit, {uid, *mine})
     other_ids = [r.id for r in found]
     views = await users.users_for(uid, my_ids + other_ids)
+    chans = ctx.server.channels
+    own = [
+        c
+        for c in await chans.get_many(sorted(await chans.channels_of(uid)))
+        if _matches(q, c.title, c.username)
+    ][:limit]
+    own_ids = {c.id for c in own}
+    public = [c for c in await chans.search_public(q, limit) if c.id not in own_ids]
     return types.contacts.Found(
-        my_results=[types.PeerUser(user_id=u) for u in my_ids],
-        results=[types.PeerUser(user_id=u) for u in other_ids],
-        chats=[],
+        my_results=[types.PeerUser(user_id=u) for u in my_ids]
+        + [types.PeerChannel(channel_id=c.id) for c in own],
+        results=[types.PeerUser(user_id=u) for u in other_ids]
+        + [types.PeerChannel(channel_id=c.id) for c in public],
+        chats=[chans.view(c, uid) for c in own + public],
         users=views,
     )
 

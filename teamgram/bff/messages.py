@@ -284,8 +284,12 @@ async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages
     if not items:
         raise RpcError(400, "MESSAGE_ID_INVALID")
     extra = set().union(*(r.user_ids() for r in found.values()))
+    forwarded = [r.id for r in found.values() if r.action is None]
     if to_peer[0] == PEER_CHANNEL:
-        return await channels.send_stored(ctx, req.to_peer, items, "send_messages", extra)
+        answer = await channels.send_stored(ctx, req.to_peer, items, "send_messages", extra)
+        if from_peer[0] == PEER_CHANNEL and forwarded:
+            await ctx.server.channel_msgs.count_forwards(from_peer[1], forwarded)
+        return answer
     await check_can_send(ctx, to_peer)
     check_flood(ctx, len(items))
     blocked = await peer_blocked_me(ctx, to_peer)
@@ -294,6 +298,8 @@ async def forward_messages(ctx: RequestContext, req: fn.messages.ForwardMessages
     sent = await ctx.server.msg.send(
         me, to_peer, items, views, _key(ctx), deliver_to_peer=not blocked
     )
+    if from_peer[0] == PEER_CHANNEL and forwarded:  # a post's forwards counter
+        await ctx.server.channel_msgs.count_forwards(from_peer[1], forwarded)
     updates: list[Any] = []
     for s, item in zip(sent, items, strict=True):
         updates.append(types.UpdateMessageID(id=s.record.id, random_id=item.random_id or 0))

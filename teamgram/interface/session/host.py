@@ -376,6 +376,15 @@ class SessionHost:
         """The key's authorization was reset: its sessions are signed out at once."""
         self.bind_user(auth_key_id, None)
 
+    def connected(self, user_id: int) -> bool:
+        """A session of the user has a live connection now (not one kept for resending
+        after its connection closed)."""
+        for hosted in self.by_user.get(user_id, ()):
+            conn = hosted.conn
+            if conn is not None and not conn.closed:
+                return True
+        return False
+
     def sessions_of_user(self, user_id: int) -> list[HostedSession]:
         return list(self.by_user.get(user_id, ()))
 

@@ -91,6 +91,7 @@ class ChannelMessageRecord:
     grouped_id: int | None = None
     media_id: int | None = None
     views: int = 0
+    forwards: int = 0
     post_author: str | None = None
     random_id: int | None = None
 
@@ -161,7 +162,7 @@ class ChannelMessageRecord:
             grouped_id=self.grouped_id,
             reactions=reactions,
             views=self.views if broadcast else None,
-            forwards=0 if broadcast else None,  # shares its flag with views
+            forwards=self.forwards if broadcast else None,  # shares its flag with views
             post_author=self.post_author if broadcast else None,
         )
 
@@ -922,10 +923,23 @@ class ChannelMessages:
         return await self.writer.run(op)
 
     # --------------------------------------------------------------- views
+    async def count_forwards(self, channel_id: int, ids: list[int]) -> None:
+        """Posts forwarded elsewhere (their ``forwards`` counter)."""
+        m = channel_messages
+
+        async def op(tx: Tx) -> None:
+            await tx.conn.execute(
+                m.update()
+                .where(m.c.channel_id == channel_id, m.c.id.in_(ids))
+                .values(forwards=m.c.forwards + 1)
+            )
+
+        await self.writer.run(op)
+
     async def count_views(
         self, viewer_id: int, channel_id: int, ids: list[int], increment: bool
-    ) -> dict[int, int]:
-        """View counters of posts; ``increment`` counts this viewer once per post."""
+    ) -> dict[int, tuple[int, int]]:
+        """(views, forwards) of posts; ``increment`` counts this viewer once per post."""
         if increment:
             fresh = [i for i in ids if (channel_id, i, viewer_id) not in self._viewed]
             if fresh:
@@ -943,4 +957,4 @@ class ChannelMessages:
                     self._viewed.clear()  # bounded memory: a rare recount is harmless
                 self._viewed.update((channel_id, i, viewer_id) for i in fresh)
         found = await self.get(channel_id, ids)
-        return {i: r.views for i, r in found.items()}
+        return {i: (r.views, r.forwards) for i, r in found.items()}

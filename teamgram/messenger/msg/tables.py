@@ -94,6 +94,7 @@ channel_messages = sa.Table(
     sa.Column("grouped_id", sa.BigInteger, nullable=True),
     sa.Column("media_id", sa.BigInteger, nullable=True),
     sa.Column("views", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("forwards", sa.Integer, nullable=False, server_default="0"),
     sa.Column("post_author", sa.String(128), nullable=True),
     sa.Index("ix_channel_messages_media", "media_id"),
     sa.UniqueConstraint("channel_id", "from_id", "random_id", name="uq_channel_messages_random"),

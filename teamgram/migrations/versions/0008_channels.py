@@ -66,7 +66,7 @@ def upgrade() -> None:
         sa.Column("channel_id", sa.BigInteger, nullable=False),
         sa.Column("user_id", sa.BigInteger, nullable=False),
         sa.Column("date", sa.BigInteger, nullable=False),
-        sa.Column("kind", sa.String(48), nullable=False),
+        sa.Column("kind", sa.String(64), nullable=False),
         sa.Column("action", BLOB, nullable=False),
     )
     op.create_index("ix_channel_admin_log", "channel_admin_log", ["channel_id", "id"])
@@ -96,6 +96,7 @@ def upgrade() -> None:
         sa.Column("grouped_id", sa.BigInteger, nullable=True),
         sa.Column("media_id", sa.BigInteger, nullable=True),
         sa.Column("views", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("forwards", sa.Integer, nullable=False, server_default="0"),
         sa.Column("post_author", sa.String(128), nullable=True),
         sa.UniqueConstraint(
             "channel_id", "from_id", "random_id", name="uq_channel_messages_random"

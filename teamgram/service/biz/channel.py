@@ -99,6 +99,16 @@ def _banned_set(rights: Any) -> set[str]:
     }
 
 
+# What sending a kind of content answers when the member may not.
+_SEND_FORBIDDEN = {
+    "send_media": "CHAT_SEND_MEDIA_FORBIDDEN",
+    "send_photos": "CHAT_SEND_PHOTOS_FORBIDDEN",
+    "send_stickers": "CHAT_SEND_STICKERS_FORBIDDEN",
+    "send_gifs": "CHAT_SEND_GIFS_FORBIDDEN",
+    "send_polls": "CHAT_SEND_POLL_FORBIDDEN",
+}
+
+
 @dataclass(slots=True)
 class Participant:
     user_id: int
@@ -209,7 +219,7 @@ class ChannelRecord:
         """What a member may not do: the defaults and their own restrictions (admins: none)."""
         if self.is_admin(user_id):
             return set()
-        out = _banned_set(self.banned_rights)
+        out = _banned_set(self.default_rights()) if self.megagroup else set()
         p = self.participants.get(user_id)
         if p is not None:
             out |= _banned_set(p.banned_rights)
@@ -245,7 +255,11 @@ class ChannelRecord:
         )
 
     def default_rights(self) -> Any:
-        return self.banned_rights or types.ChatBannedRights(until_date=FOREVER)
+        """A new supergroup's members may invite but not change its info or pin (until
+        an admin allows it), as Telegram starts them."""
+        return self.banned_rights or types.ChatBannedRights(
+            until_date=FOREVER, change_info=True, pin_messages=True
+        )
 
     def channel_for(self, viewer_id: int, access_hash: int) -> Any:
         """The Chat a user sees: ``channelForbidden`` when kicked, gone, or shut out."""
@@ -428,6 +442,27 @@ class ChannelService:
                 )
             ).first()
         return await self.get(row.id) if row is not None else None
+
+    async def search_public(self, q: str, limit: int) -> list[ChannelRecord]:
+        """Public channels whose username starts with ``q`` or whose title holds it."""
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        c = channels
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(c.c.id)
+                .where(
+                    c.c.deleted == sa.false(),
+                    c.c.username_lower.is_not(None),
+                    sa.or_(
+                        c.c.username_lower.like(f"{escaped}%", escape="\\"),
+                        sa.func.lower(c.c.title).like(f"%{escaped}%", escape="\\"),
+                    ),
+                )
+                .order_by(c.c.username_lower)
+                .limit(limit)
+            )
+            ids = [r.id for r in rows]
+        return await self.get_many(ids)
 
     # ---------------------------------------------------------------- writes
     def _track(self, rec: ChannelRecord, user_id: int, member: bool) -> None:
@@ -673,8 +708,9 @@ class ChannelService:
             rec.megagroup
             and member_right is not None
             and rec.is_member(user_id)
-            and rec.banned_rights is not None
             and member_right not in rec.restrictions_of(user_id)
+            # An admin without the right has what every member has, no more.
+            and member_right not in _banned_set(rec.default_rights())
         ):
             return
         raise RpcError(400, "CHAT_ADMIN_REQUIRED")
@@ -694,16 +730,14 @@ class ChannelService:
         if not rec.is_member(user_id):
             raise RpcError(403, "CHAT_WRITE_FORBIDDEN")
         restricted = rec.restrictions_of(user_id)
-        if right in restricted or "send_messages" in restricted:
-            own = (
-                p is not None
-                and p.banned_rights is not None
-                and (
-                    right in _banned_set(p.banned_rights)
-                    or "send_messages" in _banned_set(p.banned_rights)
-                )
+        own = _banned_set(p.banned_rights) if p is not None else set()
+        if "send_messages" in restricted:
+            # Telegram: a member's own ban names the channel; the group's defaults don't.
+            raise RpcError(
+                403, "USER_BANNED_IN_CHANNEL" if "send_messages" in own else "CHAT_WRITE_FORBIDDEN"
             )
-            raise RpcError(403, "USER_BANNED_IN_CHANNEL" if own else "CHAT_WRITE_FORBIDDEN")
+        if right in restricted:
+            raise RpcError(403, _SEND_FORBIDDEN.get(right, "CHAT_WRITE_FORBIDDEN"))
 
     async def set_title(self, rec: ChannelRecord, title: str, by_id: int) -> str:
         self.check_admin(rec, by_id, "change_info")

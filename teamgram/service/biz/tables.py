@@ -187,7 +187,7 @@ channel_admin_log = sa.Table(
     sa.Column("channel_id", sa.BigInteger, nullable=False),
     sa.Column("user_id", sa.BigInteger, nullable=False),
     sa.Column("date", sa.BigInteger, nullable=False),
-    sa.Column("kind", sa.String(48), nullable=False),  # the action's constructor name
+    sa.Column("kind", sa.String(64), nullable=False),  # the action's constructor name
     sa.Column("action", BLOB, nullable=False),
     sa.Index("ix_channel_admin_log", "channel_id", "id"),
 )
