@@ -102,10 +102,12 @@ async def audience(
     """Online members and the (users, chats) their updates carry; ``also``: users who
     are not (or no longer) members but must hear of this change."""
     me = _me(ctx)
-    user_ids = sorted({me, *extra_users})
+    # A broadcast post names no sender: its updates need no User unless others are named.
+    user_ids = sorted({*extra_users} if rec.broadcast else {me, *extra_users})
     out: dict[int, tuple[list[Any], list[Any]]] = {}
     for n, uid in enumerate(online_members(ctx, rec, also), 1):
-        out[uid] = (await ctx.server.users.users_for(uid, user_ids), [view(ctx, rec, uid)])
+        users = await ctx.server.users.users_for(uid, user_ids) if user_ids else []
+        out[uid] = (users, [view(ctx, rec, uid)])
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
     return out

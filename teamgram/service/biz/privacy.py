@@ -63,6 +63,8 @@ def _contacts_only() -> list[TLObject]:
 
 # Telegram's defaults for a new account: the phone number (and birthday, and
 # peer-to-peer calls) only for contacts; everything else for everybody.
+_SHARED_DEFAULTS: dict[str, list[TLObject]] = {}
+
 DEFAULTS: dict[str, Callable[[], list[TLObject]]] = {
     "status_timestamp": _everybody,
     "chat_invite": _everybody,
@@ -267,7 +269,14 @@ class PrivacyService:
 
     def _cached(self, user_id: int, key: str) -> list[TLObject]:
         rules = self._cache.get((user_id, key))
-        return rules if rules is not None else DEFAULTS[key]()
+        if rules is not None:
+            return rules
+        # Shared like the cached lists (nobody changes them in place): building the
+        # defaults anew for every owner of every User view was a hot spot.
+        default = _SHARED_DEFAULTS.get(key)
+        if default is None:
+            default = _SHARED_DEFAULTS[key] = DEFAULTS[key]()
+        return default
 
     async def set_rules(self, user_id: int, key: str, rules: list[TLObject]) -> list[TLObject]:
         await self._load_users([user_id])
