@@ -27,7 +27,8 @@ from teamgram.bff.messages import (
 )
 from teamgram.bff.rpc import RequestContext, Router
 from teamgram.errors import RpcError
-from teamgram.messenger.msg.channel import Audience, ChannelMessageRecord, SentChannel
+from teamgram.infra.group_commit import Tx
+from teamgram.messenger.msg.channel import Audience, ChannelMessageRecord, InTx, SentChannel
 from teamgram.messenger.msg.records import (
     FLAG_HAS_URL,
     FLAG_NO_WEBPAGE,
@@ -145,6 +146,7 @@ async def send_items(
     extra_users: Iterable[int] = (),
     new_members: list[int] | None = None,
     also: Iterable[int] = (),
+    before: InTx | None = None,
 ) -> tuple[list[SentChannel], list[Any]]:
     """Store messages in the channel and push them; (sent, the caller's users)."""
     me = _me(ctx)
@@ -163,6 +165,7 @@ async def send_items(
         _key(ctx),
         post_author=author,
         new_members=new_members,
+        before=before,
     )
     mine = aud.get(me)
     users = mine[0] if mine else await ctx.server.users.users_for(me, sorted({me, *extra_users}))
@@ -197,10 +200,12 @@ async def announce(
     new_members: list[int] | None = None,
     media_id: int | None = None,
     also: Iterable[int] = (),
+    before: InTx | None = None,
 ) -> types.Updates:
-    """A service message in the channel; the caller's Updates."""
+    """A service message in the channel; the caller's Updates. ``before``: the
+    change it announces, committed with it."""
     item = NewMessage(action=action.to_bytes(), media_id=media_id)
-    sent, users = await send_items(ctx, rec, [item], extra_users, new_members, also)
+    sent, users = await send_items(ctx, rec, [item], extra_users, new_members, also, before)
     return updates_answer(ctx, rec, sent_updates(ctx, rec, sent, [None]), users)
 
 
@@ -479,20 +484,32 @@ async def create_channel(ctx: RequestContext, req: fn.channels.CreateChannel) ->
 
 
 async def _add(
-    ctx: RequestContext, rec: ChannelRecord, user_ids: list[int], by_link: int | None = None
+    ctx: RequestContext,
+    rec: ChannelRecord,
+    added: list[Participant],
+    log: list[tuple[int, TLObject]],
+    by_link: int | None = None,
 ) -> types.Updates:
-    """Add users; in a supergroup the service message opens their dialog, in a broadcast
-    channel the dialog opens at the newest post."""
+    """New members, their admin-log entries and (in a supergroup) the service message
+    that opens their dialogs commit together; in a broadcast channel their dialog
+    opens at the newest post."""
     me = _me(ctx)
+    user_ids = [p.user_id for p in added]
+
+    async def write(tx: Tx) -> None:
+        await ctx.server.channels.write_in(tx, rec, add=added, log=log)
+
     if rec.megagroup:
         action: TLObject = (
             types.MessageActionChatJoinedByLink(inviter_id=by_link)
             if by_link is not None
             else types.MessageActionChatAddUser(users=user_ids)
         )
-        answer = await announce(ctx, rec, action, user_ids, new_members=user_ids)
+        answer = await announce(
+            ctx, rec, action, user_ids, new_members=user_ids, also=user_ids, before=write
+        )
     else:
-        await ctx.server.channel_msgs.open_dialogs(rec.id, user_ids)
+        await ctx.server.channel_msgs.open_dialogs(rec.id, user_ids, before=write)
         answer = updates_answer(ctx, rec, [], [])
     channel_updated(ctx, rec, [u for u in user_ids if u != me])
     return answer
@@ -514,19 +531,15 @@ async def invite_to_channel(ctx: RequestContext, req: fn.channels.InviteToChanne
             raise RpcError(400, "USER_ID_INVALID")
         if uid != me:
             ids.append(uid)
-    added = await ctx.server.channels.add_members(rec, ids, me)
+    added = ctx.server.channels.plan_members(rec, ids, me)
     if not added:
         if ids and all(rec.is_member(u) for u in ids):
             raise RpcError(400, "USER_ALREADY_PARTICIPANT")
         raise RpcError(400, "USERS_TOO_FEW")
-    for uid in added:
-        participant = rec.participants[uid]
-        await log(
-            ctx,
-            rec,
-            types.ChannelAdminLogEventActionParticipantInvite(participant=participant.tl()),
-        )
-    updates = await _add(ctx, rec, added)
+    log: list[tuple[int, TLObject]] = [
+        (me, types.ChannelAdminLogEventActionParticipantInvite(participant=p.tl())) for p in added
+    ]
+    updates = await _add(ctx, rec, added, log)
     return types.messages.InvitedUsers(updates=updates, missing_invitees=[])
 
 
@@ -534,9 +547,8 @@ async def invite_to_channel(ctx: RequestContext, req: fn.channels.InviteToChanne
 async def join_channel(ctx: RequestContext, req: fn.channels.JoinChannel) -> Any:
     me = _me(ctx)
     rec = await ctx.server.channels.resolve(me, req.channel)
-    await ctx.server.channels.join(rec, me)
-    await log(ctx, rec, types.ChannelAdminLogEventActionParticipantJoin())
-    updates = await _add(ctx, rec, [me])
+    p = ctx.server.channels.plan_join(rec, me)
+    updates = await _add(ctx, rec, [p], [(me, types.ChannelAdminLogEventActionParticipantJoin())])
     return types.messages.ChatInviteJoinResultOk(updates=updates)
 
 
@@ -548,20 +560,29 @@ async def join_by_invite(
     rec = await ctx.server.channels.get(channel_id)
     if rec is None or rec.deleted:
         raise RpcError(400, "INVITE_HASH_INVALID")
-    await ctx.server.channels.join(rec, me, inviter_id)
-    await log(ctx, rec, types.ChannelAdminLogEventActionParticipantJoinByInvite(invite=invite))
-    return await _add(ctx, rec, [me], by_link=inviter_id)
+    p = ctx.server.channels.plan_join(rec, me, inviter_id)
+    log: list[tuple[int, TLObject]] = [
+        (me, types.ChannelAdminLogEventActionParticipantJoinByInvite(invite=invite))
+    ]
+    return await _add(ctx, rec, [p], log, by_link=inviter_id)
 
 
 @router(fn.channels.LeaveChannel)
 async def leave_channel(ctx: RequestContext, req: fn.channels.LeaveChannel) -> Any:
     me = _me(ctx)
     rec = await ctx.server.channels.resolve(me, req.channel)
-    await ctx.server.channels.leave(rec, me)
-    await log(ctx, rec, types.ChannelAdminLogEventActionParticipantLeave())
-    if rec.megagroup:
-        await announce(ctx, rec, types.MessageActionChatDeleteUser(user_id=me), also=[me])
-    await ctx.server.channel_msgs.close_dialogs(rec.id, [me])
+    ctx.server.channels.plan_leave(rec, me)
+
+    async def write(tx: Tx) -> None:
+        await ctx.server.channels.write_in(
+            tx, rec, drop=[me], log=[(me, types.ChannelAdminLogEventActionParticipantLeave())]
+        )
+        await ctx.server.dialogs.delete_in(tx, me, (PEER_CHANNEL, rec.id))
+
+    if rec.megagroup:  # the goodbye is the member's last message there
+        await announce(ctx, rec, types.MessageActionChatDeleteUser(user_id=me), before=write)
+    else:
+        await ctx.server.channel_msgs.close_dialogs(rec.id, [], before=write)
     channel_updated(ctx, rec, [me])
     return updates_answer(ctx, rec, [types.UpdateChannel(channel_id=rec.id)], [])
 
@@ -815,8 +836,10 @@ async def edit_admin(ctx: RequestContext, req: fn.channels.EditAdmin) -> Any:
             prev_participant=prev, new_participant=after.tl(None, rec.broadcast)
         ),
     )
-    if joined:
-        await _add(ctx, rec, [uid])
+    if joined:  # promoted straight in: the group hears of the new member
+        await announce(
+            ctx, rec, types.MessageActionChatAddUser(users=[uid]), [uid], new_members=[uid]
+        )
     channel_updated(ctx, rec, [uid])
     return updates_answer(ctx, rec, [types.UpdateChannel(channel_id=rec.id)], [])
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,8 @@ from teamgram.tl import TLObject, types
 
 # Who gets a live push, and what it carries: user id -> (users, chats) of their Updates.
 Audience = Mapping[int, tuple[list[Any], list[Any]]]
+# Writes of another service that must commit together with a channel change.
+InTx = Callable[[Tx], Awaitable[None]]
 
 _CHUNK = 500
 RECENT_RANDOM_SECONDS = 300
@@ -302,14 +304,18 @@ class ChannelMessages:
         exclude_key: int | None,
         post_author: str | None = None,
         new_members: list[int] | None = None,
+        before: InTx | None = None,
     ) -> list[SentChannel]:
         """Store ``items`` in the channel and push them to ``audience``.
 
         ``new_members``: users who just joined (their dialog starts here, read up to
-        this message: it is what they see first)."""
+        this message: it is what they see first). ``before``: other writes that
+        commit with the message (the membership change it announces)."""
         known: dict[int, ChannelMessageRecord] = {}
 
         async def op(tx: Tx) -> list[SentChannel]:
+            if before is not None:
+                await before(tx)
             sent = await self._send_in(
                 tx,
                 sender_id,
@@ -448,21 +454,29 @@ class ChannelMessages:
             unread_count=0,
         )
 
-    async def open_dialogs(self, channel_id: int, user_ids: list[int]) -> None:
+    async def open_dialogs(
+        self, channel_id: int, user_ids: list[int], before: InTx | None = None
+    ) -> None:
         """Members who joined without a service message (broadcast channels)."""
         tops = await self.tops([channel_id])
         top = tops.get(channel_id, Top(0, int(time.time())))
 
         async def op(tx: Tx) -> None:
+            if before is not None:
+                await before(tx)
             for uid in user_ids:
                 await self._open_dialog_in(tx, uid, channel_id, top.id, top.date)
 
         await self.writer.run(op)
 
-    async def close_dialogs(self, channel_id: int, user_ids: list[int]) -> None:
+    async def close_dialogs(
+        self, channel_id: int, user_ids: list[int], before: InTx | None = None
+    ) -> None:
         """Members who left or were kicked: the channel leaves their dialog list."""
 
         async def op(tx: Tx) -> None:
+            if before is not None:
+                await before(tx)
             for uid in user_ids:
                 await self.dialogs.delete_in(tx, uid, (PEER_CHANNEL, channel_id))
 

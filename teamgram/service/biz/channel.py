@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
+from teamgram.infra.group_commit import Tx
 from teamgram.service.biz.chat import check_title
 from teamgram.service.biz.tables import channel_admin_log, channel_participants, channels
 from teamgram.service.biz.users import valid_username
@@ -534,20 +535,19 @@ class ChannelService:
         rec.participants.pop(user_id, None)
         self._track(rec, user_id, False)
 
-    async def add_members(
+    def plan_members(
         self, rec: ChannelRecord, user_ids: list[int], inviter_id: int
-    ) -> list[int]:
-        """Invite users (the inviter needs invite_users; an admin may bring back a kicked
-        user). Returns who was added; members already in are skipped."""
+    ) -> list[Participant]:
+        """Who an invitation adds (the inviter needs invite_users; an admin with
+        ban_users may bring back a kicked user); members already in are skipped."""
         if not rec.has_right(inviter_id, "invite_users") and not (
             rec.megagroup
             and rec.is_member(inviter_id)
             and "invite_users" not in rec.restrictions_of(inviter_id)
         ):
             raise RpcError(400, "CHAT_ADMIN_REQUIRED")
-        added: list[int] = []
+        added: list[Participant] = []
         now = int(time.time())
-        rows: list[dict[str, Any]] = []
         for uid in dict.fromkeys(user_ids):
             p = rec.participants.get(uid)
             if p is not None and p.is_member:
@@ -560,21 +560,13 @@ class ChannelService:
                 raise RpcError(400, "USER_KICKED")
             if len(rec.members) + len(added) >= MEMBERS_MAX:
                 raise RpcError(400, "USERS_TOO_MUCH")
-            added.append(uid)
-            rows.append(Participant(uid, ROLE_MEMBER, inviter_id, now).row(rec.id))
-        if not rows:
-            return []
-        t = channel_participants
-        async with self.engine.begin() as conn:
-            await conn.execute(t.delete().where(t.c.channel_id == rec.id, t.c.user_id.in_(added)))
-            await conn.execute(t.insert(), rows)
-        for uid in added:
-            rec.participants[uid] = Participant(uid, ROLE_MEMBER, inviter_id, now)
-            self._track(rec, uid, True)
+            added.append(Participant(uid, ROLE_MEMBER, inviter_id, now))
         return added
 
-    async def join(self, rec: ChannelRecord, user_id: int, inviter_id: int | None = None) -> None:
-        """Join a public channel (or a private one through a link: ``inviter_id``)."""
+    def plan_join(
+        self, rec: ChannelRecord, user_id: int, inviter_id: int | None = None
+    ) -> Participant:
+        """Joining a public channel (or a private one through a link: ``inviter_id``)."""
         p = rec.participants.get(user_id)
         if rec.deleted or (p is not None and p.role == ROLE_BANNED):
             raise RpcError(400, "CHANNEL_PRIVATE")
@@ -584,19 +576,77 @@ class ChannelService:
             raise RpcError(400, "CHANNEL_PRIVATE")
         if len(rec.members) >= MEMBERS_MAX:
             raise RpcError(400, "CHANNELS_TOO_MUCH")
-        now = int(time.time())
-        await self._save_participant(
-            rec, Participant(user_id, ROLE_MEMBER, inviter_id or user_id, now)
-        )
+        return Participant(user_id, ROLE_MEMBER, inviter_id or user_id, int(time.time()))
 
-    async def leave(self, rec: ChannelRecord, user_id: int) -> Participant:
+    def plan_leave(self, rec: ChannelRecord, user_id: int) -> Participant:
         p = rec.participants.get(user_id)
         if p is None or not p.is_member:
             raise RpcError(400, "USER_NOT_PARTICIPANT")
         if p.role == ROLE_CREATOR:
             raise RpcError(400, "USER_CREATOR")
-        await self._drop_participant(rec, user_id)
         return p
+
+    async def write_in(
+        self,
+        tx: Tx,
+        rec: ChannelRecord,
+        add: list[Participant] = (),  # type: ignore[assignment]
+        drop: list[int] = (),  # type: ignore[assignment]
+        log: list[tuple[int, TLObject]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Membership changes and their admin-log entries inside ``tx`` (the msg writer's
+        transaction with the service message that announces them): all or nothing."""
+        await self._write(tx.conn, rec, add, drop, log)
+        tx.on_commit(lambda: self._applied(rec, add, drop))
+
+    async def _write(
+        self,
+        conn: Any,
+        rec: ChannelRecord,
+        add: list[Participant],
+        drop: list[int],
+        log: list[tuple[int, TLObject]],
+    ) -> None:
+        t = channel_participants
+        gone = [p.user_id for p in add] + list(drop)
+        if gone:
+            await conn.execute(t.delete().where(t.c.channel_id == rec.id, t.c.user_id.in_(gone)))
+        if add:
+            await conn.execute(t.insert(), [p.row(rec.id) for p in add])
+        if log:
+            now = int(time.time())
+            await conn.execute(
+                channel_admin_log.insert(),
+                [
+                    {
+                        "channel_id": rec.id,
+                        "user_id": uid,
+                        "date": now,
+                        "kind": type(action).__name__,
+                        "action": action.to_bytes(),
+                    }
+                    for uid, action in log
+                ],
+            )
+
+    def _applied(self, rec: ChannelRecord, add: list[Participant], drop: list[int]) -> None:
+        for uid in drop:
+            rec.participants.pop(uid, None)
+            self._track(rec, uid, False)
+        for p in add:
+            rec.participants[p.user_id] = p
+            self._track(rec, p.user_id, p.is_member)
+
+    async def add_members(
+        self, rec: ChannelRecord, user_ids: list[int], inviter_id: int
+    ) -> list[int]:
+        """:meth:`plan_members`, written at once (no service message to go with it)."""
+        added = self.plan_members(rec, user_ids, inviter_id)
+        if added:
+            async with self.engine.begin() as conn:
+                await self._write(conn, rec, added, [], [])
+            self._applied(rec, added, [])
+        return [p.user_id for p in added]
 
     async def edit_admin(
         self, rec: ChannelRecord, by_id: int, user_id: int, rights: Any, rank: str | None
