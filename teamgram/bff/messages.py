@@ -162,9 +162,20 @@ async def users_of(
 
 
 async def chats_of(ctx: RequestContext, recs: list[MessageRecord]) -> list[Any]:
-    """The Chat objects (as the caller sees them) of the basic groups ``recs`` are in."""
+    """The Chat objects (as the caller sees them) of the basic groups ``recs`` are in,
+    and of the channels their posts were forwarded from (the client needs their
+    access hash to open them)."""
+    me = _me(ctx)
     ids = sorted({r.peer_id for r in recs if r.peer_type == PEER_CHAT})
-    return [c.chat_for(_me(ctx)) for c in await ctx.server.chats.get_many(ids)]
+    out: list[Any] = [c.chat_for(me) for c in await ctx.server.chats.get_many(ids)]
+    channel_ids: set[int] = set()
+    for r in recs:
+        fwd = unpack(r.fwd_from)
+        if fwd is not None and isinstance(fwd.from_id, types.PeerChannel):
+            channel_ids.add(fwd.from_id.channel_id)
+    for c in await ctx.server.channels.get_many(sorted(channel_ids)):
+        out.append(ctx.server.channels.view(c, me))
+    return out
 
 
 async def check_can_send(ctx: RequestContext, peer: PeerKey, right: str = "send_messages") -> None:

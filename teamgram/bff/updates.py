@@ -55,6 +55,8 @@ def _peer_users(
         for p in (fwd.from_id, fwd.saved_from_peer):
             if isinstance(p, types.PeerUser):
                 out.add(p.user_id)
+            elif isinstance(p, types.PeerChannel) and channels is not None:
+                channels.add(p.channel_id)
     user_id = getattr(obj, "user_id", None)
     if isinstance(user_id, int):
         out.add(user_id)
