@@ -6,7 +6,11 @@ message it receives and its log lines, on stdout. Each test signs a new phone
 number up with the dev login code (GramJS sends it with a leading ``+``), over TCP
 (``ConnectionTCPFull``) or over the WebSocket listener (``ws://.../apiws``,
 obfuscated2 inside), then exchanges messages with a Telethon user and downloads a
-photo the Telethon user sent.
+photo the Telethon user sent. The channel tests make a layer-198 client use
+supergroups and broadcast channels with a Telethon user: create, invite, live
+messages both ways, history, full channel, public usernames, resolve and join
+(``channels.joinChannel`` answers ``Updates`` there), and
+``updates.getChannelDifference`` after a disconnection.
 
 The node packages are installed by ``scripts/test`` (``tests/node/node_modules``).
 Without ``node`` or those packages the tests skip, except under ``CI=true``, where
@@ -108,6 +112,7 @@ class GramJSDriver:
     stderr_path: Path
     requests: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)
     noise: list[str] = field(default_factory=list)
     _answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -148,6 +153,8 @@ class GramJSDriver:
                 self.requests.append(obj)
             elif obj.get("event") == "message":
                 self.messages.append(obj)
+            elif obj.get("event") == "update":
+                self.updates.append(obj)
             elif obj.get("event") == "log":
                 self.logs.append(obj)
         for fut in self._answers.values():  # the process ended
@@ -453,3 +460,329 @@ async def test_gramjs_over_websocket(
     server_errors: Callable[[], list[logging.LogRecord]],
 ) -> None:
     await _exercise(dev_server, "ws", gramjs, telethon_for, tmp_path, server_errors)
+
+
+# --------------------------------------------------------------- channels (layer 198)
+
+
+@dataclass
+class GramJSUser:
+    """A GramJS client signed up over TCP, and what is needed to explain a failure."""
+
+    driver: GramJSDriver
+    recorder: CallRecorder
+    server_errors: Callable[[], list[logging.LogRecord]]
+    id: int = 0
+    phone: str = ""
+
+    async def start(self, srv: Server, first_name: str) -> None:
+        self.phone = new_phone()
+        me = await self.driver.call(
+            "start",
+            timeout=START_TIMEOUT,
+            pem=srv.server_keys[0].public_pem(),
+            host="127.0.0.1",
+            port=srv.gateway.tcp_ports[0],
+            dcId=srv.config.dc_id,
+            transport="tcp",
+            phone="+" + self.phone,
+            code=CODE,
+            firstName=first_name,
+            lastName="JS",
+            apiId=API_ID,
+            apiHash=API_HASH,
+            deviceModel=GRAMJS_DEVICE,
+        )
+        self.id = int(me["id"])
+
+    def diagnose(self) -> str:
+        errors = "\n".join(f"  {r.name}: {r.getMessage()}" for r in self.server_errors())
+        updates = "\n".join(f"  {u}" for u in self.driver.updates)
+        return (
+            f"\n{self.driver.report()}\nGramJS raw updates:\n{updates}\n"
+            f"{self.recorder.report()}\nserver errors:\n{errors}"
+        )
+
+    def check_clean(self) -> None:
+        """No request GramJS sent failed unexpectedly, no server error was logged."""
+        failed = [
+            (m, o)
+            for m, o in self.driver.request_outcomes()
+            if o != "ok" and (m, o) not in EXPECTED_ERRORS and m != "PingDelayDisconnect"
+        ]
+        assert not failed, f"GramJS requests that failed: {failed}{self.diagnose()}"
+        assert not self.server_errors(), self.diagnose()
+
+
+@contextlib.asynccontextmanager
+async def gramjs_user(
+    srv: Server,
+    gramjs: Callable[[], Awaitable[GramJSDriver]],
+    server_errors: Callable[[], list[logging.LogRecord]],
+    first_name: str = "Gram",
+) -> AsyncIterator[GramJSUser]:
+    """A signed-up GramJS user; a failed assertion is reported with GramJS's and the
+    server's side, and at the end every GramJS request must have succeeded."""
+    recorder = CallRecorder()
+    recorder.install(srv)
+    user = GramJSUser(await gramjs(), recorder, server_errors)
+    try:
+        await user.start(srv, first_name)
+        yield user
+    except (AssertionError, GramJSError, KeyError) as exc:
+        pytest.fail(f"{exc}\n{user.diagnose()}")
+    finally:
+        await user.driver.close()
+        print(f"\n--- GramJS channels ---{user.diagnose()}")  # shown with -s / on failure
+    user.check_clean()
+
+
+def _channel_in(result: dict[str, Any], cid: int | None = None) -> dict[str, Any]:
+    """The one channel of an answer's chats (the one with id ``cid`` if given)."""
+    found = [
+        c
+        for c in result["chats"]
+        if c["className"] == "Channel" and (cid is None or int(c["id"]) == cid)
+    ]
+    assert len(found) == 1, result
+    return found[0]
+
+
+def _texts(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["text"] for m in messages if m["className"] == "Message"]
+
+
+def _tele_channel_messages(got: list[Any], cid: int) -> list[Any]:
+    return [m for m in got if isinstance(m.peer_id, tt.PeerChannel) and m.peer_id.channel_id == cid]
+
+
+async def test_gramjs_megagroup_with_telethon(
+    dev_server: Server,
+    gramjs: Callable[[], Awaitable[GramJSDriver]],
+    telethon_for: Factory,
+    server_errors: Callable[[], list[logging.LogRecord]],
+) -> None:
+    """GramJS creates a megagroup and invites a Telethon user; both talk live; GramJS
+    reads history and the full channel, makes it public, and after a disconnection
+    gets what it missed from updates.getChannelDifference."""
+    tele, tele_user = await signed_in(dev_server, telethon_for, "Tele")
+    got: list[Any] = []
+    raw: list[Any] = []
+
+    async def on_message(event: Any) -> None:
+        got.append(event.message)
+
+    async def on_raw(update: Any) -> None:
+        raw.append(update)
+
+    tele.add_event_handler(on_message, events.NewMessage(incoming=True))
+    tele.add_event_handler(on_raw, events.Raw())
+
+    async with gramjs_user(dev_server, gramjs, server_errors) as gram:
+        d = gram.driver
+        await d.call("importContact", phone=tele_user.phone, firstName="Tele")
+
+        # channels.createChannel: Updates with the new megagroup, GramJS its creator.
+        created = await d.call("createChannel", title="Gram group", about="made by GramJS")
+        assert created["className"] == "Updates", created
+        ch = _channel_in(created)
+        cid = int(ch["id"])
+        assert ch["megagroup"] and not ch["broadcast"] and ch["creator"] and not ch["left"]
+        assert ch["hasAccessHash"] and not ch["min"]
+
+        # channels.inviteToChannel: messages.invitedUsers (layer 198 has it too).
+        invited = await d.call("inviteToChannel", channelId=str(cid), userIds=[str(tele_user.id)])
+        assert invited["className"] == "messages.InvitedUsers", invited
+        assert invited["missingInvitees"] == []
+        assert [u["message"]["action"] for u in invited["updates"] if u["message"]] == [
+            "MessageActionChatAddUser"
+        ], invited
+
+        # Telethon is told live (the channel comes with the update).
+        await wait_for(
+            lambda: any(
+                isinstance(u, tt.UpdateNewChannelMessage)
+                and isinstance(u.message, tt.MessageService)
+                and u.message.peer_id.channel_id == cid
+                for u in raw
+            ),
+            timeout=10,
+        )
+        tele_peer = await tele.get_input_entity(tt.PeerChannel(cid))
+
+        # GramJS -> Telethon, live.
+        sent = await d.call("sendChannelMessage", channelId=str(cid), text="hi group, GramJS here")
+        assert sent["className"] == "Updates" and sent["id"], sent
+        await wait_for(lambda: _tele_channel_messages(got, cid), timeout=10)
+        (incoming,) = _tele_channel_messages(got, cid)
+        assert incoming.message == "hi group, GramJS here" and incoming.sender_id == gram.id
+        assert incoming.id == sent["id"]
+
+        # Telethon -> GramJS, live: a NewMessage event for the channel message.
+        theirs = await tele.send_message(tele_peer, "hi GramJS, Telethon here")
+        m = await d.wait_message(lambda m: m["channelId"] == str(cid))
+        assert m["text"] == "hi GramJS, Telethon here" and m["id"] == theirs.id
+        assert int(m["senderId"]) == tele_user.id and not m["out"] and not m["post"]
+        assert m["peer"] == {"type": "channel", "id": str(cid)}
+        assert m["chatId"] == f"-100{cid}"  # the marked id of a channel
+
+        # messages.getHistory: newest first, the service messages of creation and invite.
+        hist = await d.call("getHistory", channelId=str(cid))
+        assert hist["className"] == "messages.ChannelMessages", hist
+        assert _texts(hist["messages"]) == ["hi GramJS, Telethon here", "hi group, GramJS here"]
+        actions = [x["action"] for x in hist["messages"] if x["className"] == "MessageService"]
+        assert actions == ["MessageActionChatAddUser", "MessageActionChannelCreate"], hist
+        assert all(x["peer"] == {"type": "channel", "id": str(cid)} for x in hist["messages"])
+        assert hist["count"] == 4
+
+        # channels.getFullChannel.
+        info = await d.call("getFullChannel", channelId=str(cid))
+        assert info["fullChatClassName"] == "ChannelFull", info
+        assert info["about"] == "made by GramJS" and info["participantsCount"] == 2
+        assert info["pts"] >= 4
+        pts = info["pts"]
+
+        # A public username, which Telethon resolves.
+        assert (await d.call("checkUsername", channelId=str(cid), username="gram_group"))["ok"]
+        assert (await d.call("updateUsername", channelId=str(cid), username="gram_group"))["ok"]
+        found = await tele(functions.contacts.ResolveUsernameRequest(username="gram_group"))
+        assert found.peer == tt.PeerChannel(cid)
+        assert found.chats[0].username == "gram_group"
+        again = await d.call("getFullChannel", channelId=str(cid))
+        assert _channel_in(again, cid)["username"] == "gram_group"
+
+        # Offline: GramJS drops its connection while Telethon writes three messages.
+        await d.call("disconnect")
+        missed = ["while away 1", "while away 2", "while away 3"]
+        for text in missed:
+            await tele.send_message(tele_peer, text)
+        reconnected = await d.call("connect")
+        assert reconnected["connected"]
+
+        # updates.getChannelDifference from the pts of getFullChannel: the missed messages.
+        diff = await d.call("getChannelDifference", channelId=str(cid), pts=pts)
+        assert diff["className"] == "updates.ChannelDifference", diff
+        assert _texts(diff["newMessages"]) == missed and diff["final"]
+        assert diff["pts"] == pts + len(missed)
+        # ... from a few pts earlier: the last two before too.
+        earlier = await d.call("getChannelDifference", channelId=str(cid), pts=pts - 2)
+        assert earlier["className"] == "updates.ChannelDifference", earlier
+        assert _texts(earlier["newMessages"]) == [
+            "hi group, GramJS here",
+            "hi GramJS, Telethon here",
+            *missed,
+        ]
+        assert earlier["pts"] == diff["pts"] and earlier["final"]
+        # ... and nothing past the current pts.
+        empty = await d.call("getChannelDifference", channelId=str(cid), pts=diff["pts"])
+        assert empty["className"] == "updates.ChannelDifferenceEmpty", empty
+        assert empty["pts"] == diff["pts"]
+
+        # Connected again, GramJS gets the next message live.
+        await tele.send_message(tele_peer, "welcome back")
+        await d.wait_message(lambda m: m["text"] == "welcome back" and m["channelId"] == str(cid))
+
+
+async def test_gramjs_joins_telethon_channels(
+    dev_server: Server,
+    gramjs: Callable[[], Awaitable[GramJSDriver]],
+    telethon_for: Factory,
+    server_errors: Callable[[], list[logging.LogRecord]],
+) -> None:
+    """A Telethon user invites GramJS to its megagroup, and GramJS finds a public
+    broadcast channel by its username, reads it, joins it and gets a post live."""
+    tele, tele_user = await signed_in(dev_server, telethon_for, "Tele")
+    got: list[Any] = []
+
+    async def on_message(event: Any) -> None:
+        got.append(event.message)
+
+    tele.add_event_handler(on_message, events.NewMessage(incoming=True))
+
+    async with gramjs_user(dev_server, gramjs, server_errors) as gram:
+        d = gram.driver
+        contacts = await tele(
+            functions.contacts.ImportContactsRequest([tt.InputPhoneContact(0, gram.phone, "G", "")])
+        )
+        gram_input = tt.InputUser(contacts.users[0].id, contacts.users[0].access_hash)
+
+        # Telethon's megagroup; GramJS is invited and told live.
+        res = await tele(
+            functions.channels.CreateChannelRequest(
+                title="Tele group", about="made by Telethon", megagroup=True
+            )
+        )
+        group = res.chats[0]
+        gid = group.id
+        group_peer = tt.InputPeerChannel(gid, group.access_hash)
+        await tele(
+            functions.channels.InviteToChannelRequest(
+                channel=tt.InputChannel(gid, group.access_hash), users=[gram_input]
+            )
+        )
+        await wait_for(
+            lambda: any(
+                u["className"] == "UpdateNewChannelMessage"
+                and u["channelId"] == str(gid)
+                and u["action"] == "MessageActionChatAddUser"
+                for u in d.updates
+            ),
+            timeout=10,
+        )
+        # GramJS took the channel (with its own access hash) from the update.
+        info = await d.call("getFullChannel", channelId=str(gid))
+        assert info["about"] == "made by Telethon" and info["participantsCount"] == 2
+        mine = _channel_in(info, gid)
+        assert mine["megagroup"] and not mine["creator"] and not mine["left"]
+
+        await tele.send_message(group_peer, "welcome, GramJS")
+        m = await d.wait_message(lambda m: m["channelId"] == str(gid))
+        assert m["text"] == "welcome, GramJS" and int(m["senderId"]) == tele_user.id
+        sent = await d.call("sendChannelMessage", channelId=str(gid), text="thanks, Telethon")
+        await wait_for(lambda: _tele_channel_messages(got, gid), timeout=10)
+        (back,) = _tele_channel_messages(got, gid)
+        assert back.message == "thanks, Telethon" and back.sender_id == gram.id
+        assert back.id == sent["id"]
+
+        # Telethon's public broadcast channel, with two posts.
+        res = await tele(
+            functions.channels.CreateChannelRequest(
+                title="Tele news", about="news by Telethon", broadcast=True
+            )
+        )
+        news = res.chats[0]
+        nid = news.id
+        news_chan = tt.InputChannel(nid, news.access_hash)
+        news_peer = tt.InputPeerChannel(nid, news.access_hash)
+        assert await tele(
+            functions.channels.UpdateUsernameRequest(channel=news_chan, username="tele_news")
+        )
+        await tele.send_message(news_peer, "post one")
+        await tele.send_message(news_peer, "post two")
+
+        # contacts.resolveUsername: the channel, not joined yet; its history is readable.
+        found = await d.call("resolveUsername", username="Tele_News")
+        assert found["className"] == "contacts.ResolvedPeer", found
+        assert found["peer"] == {"type": "channel", "id": str(nid)}
+        seen = _channel_in(found, nid)
+        assert seen["broadcast"] and not seen["megagroup"] and seen["left"]
+        assert seen["username"] == "tele_news" and seen["hasAccessHash"]
+        hist = await d.call("getHistory", channelId=str(nid))
+        assert _texts(hist["messages"]) == ["post two", "post one"], hist
+        assert all(x["post"] and x["fromId"] is None for x in hist["messages"][:2])
+
+        # channels.joinChannel: layer 229's messages.chatInviteJoinResultOk is
+        # answered as the Updates it carries.
+        joined = await d.call("joinChannel", channelId=str(nid))
+        assert joined["className"] in ("Updates", "UpdatesCombined"), joined
+        now = _channel_in(joined, nid)
+        assert not now["left"] and now["broadcast"]
+        info = await d.call("getFullChannel", channelId=str(nid))
+        assert info["participantsCount"] == 2 and info["about"] == "news by Telethon"
+
+        # A post is pushed live to the new subscriber.
+        post = await tele.send_message(news_peer, "post three")
+        m = await d.wait_message(lambda m: m["channelId"] == str(nid))
+        assert m["text"] == "post three" and m["id"] == post.id and m["post"]
+        assert m["peer"] == {"type": "channel", "id": str(nid)} and not m["out"]
+        assert m["senderId"] == f"-100{nid}"  # a post comes from the channel

@@ -7,7 +7,9 @@
 //     {"id": 1, "ok": true, "result": {...}}  or  {"id": 1, "ok": false, "error": {...}}
 // or an event the driver reports by itself:
 //     {"event": "request", "phase": "sent" | "ok" | "error", "seq": N, "method": "...", ...}
-//     {"event": "message", "id": ..., "text": ..., "senderId": ..., "photo": {...} | null}
+//     {"event": "message", "id": ..., "text": ..., "senderId": ..., "chatId": ..., "peer": ...,
+//      "channelId": ... | null, "post": ..., "photo": {...} | null}
+//     {"event": "update", "className": ..., "channelId": ..., "messageId": ..., "pts": ...}
 //     {"event": "log", "level": "...", "message": "..."}
 // Everything else (GramJS's own console output) goes to stderr.
 "use strict";
@@ -24,7 +26,7 @@ const { MemorySession } = require("telegram/sessions");
 const { ConnectionTCPFull, ConnectionTCPObfuscated } = require("telegram/network");
 const { PromisedWebSockets } = require("telegram/extensions/PromisedWebSockets");
 const { Logger, LogLevel } = require("telegram/extensions/Logger");
-const { NewMessage } = require("telegram/events");
+const { NewMessage, Raw } = require("telegram/events");
 const { MessagePacker } = require("telegram/extensions/MessagePacker");
 const RSA = require("telegram/crypto/RSA");
 
@@ -128,6 +130,115 @@ function withPort(Base, port) {
 let client = null;
 const users = new Map(); // user id (string) -> Api.User, from importContacts
 const messages = new Map(); // message id (string) -> Api.Message, from NewMessage events
+const channels = new Map(); // channel id (string) -> Api.Channel (not min: with its access hash)
+
+// Remember every (non-min) channel an answer or an update carries, with its access hash.
+function rememberChats(obj) {
+    const seen = [];
+    const walk = (o) => {
+        if (!o || typeof o !== "object") return;
+        if (Array.isArray(o.chats)) seen.push(...o.chats);
+        if (o.updates && !Array.isArray(o.updates)) walk(o.updates); // messages.invitedUsers
+    };
+    walk(obj);
+    for (const c of seen) {
+        if (c instanceof Api.Channel && !c.min && c.accessHash !== undefined && c.accessHash !== null) {
+            channels.set(c.id.toString(), c);
+        }
+    }
+}
+
+function inputChannel(channelId) {
+    const c = channels.get(String(channelId));
+    if (!c) throw new Error(`unknown channel ${channelId}: no access hash seen for it`);
+    return new Api.InputChannel({ channelId: c.id, accessHash: c.accessHash });
+}
+
+function inputPeerChannel(channelId) {
+    const c = inputChannel(channelId);
+    return new Api.InputPeerChannel({ channelId: c.channelId, accessHash: c.accessHash });
+}
+
+function peerJson(peer) {
+    if (!peer) return null;
+    if (peer instanceof Api.PeerChannel) return { type: "channel", id: peer.channelId.toString() };
+    if (peer instanceof Api.PeerChat) return { type: "chat", id: peer.chatId.toString() };
+    if (peer instanceof Api.PeerUser) return { type: "user", id: peer.userId.toString() };
+    return { type: peer.className, id: null };
+}
+
+function channelJson(c) {
+    if (!(c instanceof Api.Channel)) return { className: c.className, id: c.id ? c.id.toString() : null };
+    return {
+        className: c.className,
+        id: c.id.toString(),
+        title: c.title,
+        username: c.username || null,
+        megagroup: !!c.megagroup,
+        broadcast: !!c.broadcast,
+        creator: !!c.creator,
+        left: !!c.left,
+        min: !!c.min,
+        hasAccessHash: c.accessHash !== undefined && c.accessHash !== null,
+        participantsCount: c.participantsCount === undefined ? null : c.participantsCount,
+    };
+}
+
+function messageJson(m) {
+    return {
+        className: m.className,
+        id: m.id,
+        text: m.message === undefined ? null : m.message,
+        peer: peerJson(m.peerId),
+        fromId: peerJson(m.fromId),
+        out: !!m.out,
+        post: !!m.post,
+        action: m.action ? m.action.className : null,
+    };
+}
+
+// The single updates of an Updates-like answer (the Updates of messages.invitedUsers too).
+function updatesOf(res) {
+    if (!res) return [];
+    if (res instanceof Api.messages.InvitedUsers) return updatesOf(res.updates);
+    if (res instanceof Api.Updates || res instanceof Api.UpdatesCombined) return res.updates;
+    if (res instanceof Api.UpdateShort) return [res.update];
+    return [];
+}
+
+function updatesJson(res) {
+    return updatesOf(res).map((u) => ({
+        className: u.className,
+        message: u.message && u.message.className ? messageJson(u.message) : null,
+        pts: u.pts === undefined ? null : u.pts,
+        ptsCount: u.ptsCount === undefined ? null : u.ptsCount,
+        channelId: u.channelId !== undefined && u.channelId !== null ? u.channelId.toString() : null,
+    }));
+}
+
+function chatsOf(res) {
+    const chats = (res && res.chats) || (res && res.updates && res.updates.chats) || [];
+    return chats.map(channelJson);
+}
+
+function updateEvent(update) {
+    if (!update || !update.className) return; // UpdateConnectionState
+    rememberChats(update._entities ? { chats: [...update._entities.values()] } : null);
+    const channelId =
+        update.channelId !== undefined && update.channelId !== null
+            ? update.channelId.toString()
+            : update.message && update.message.peerId instanceof Api.PeerChannel
+              ? update.message.peerId.channelId.toString()
+              : null;
+    emit({
+        event: "update",
+        className: update.className,
+        channelId,
+        messageId: update.message && update.message.id !== undefined ? update.message.id : null,
+        action: update.message && update.message.action ? update.message.action.className : null,
+        pts: update.pts === undefined ? null : update.pts,
+    });
+}
 
 function messageEvent(event) {
     const m = event.message;
@@ -144,6 +255,10 @@ function messageEvent(event) {
         id: m.id,
         text: m.message,
         senderId: m.senderId ? m.senderId.toString() : null,
+        chatId: m.chatId ? m.chatId.toString() : null,
+        peer: peerJson(m.peerId),
+        channelId: m.peerId instanceof Api.PeerChannel ? m.peerId.channelId.toString() : null,
+        post: !!m.post,
         out: !!m.out,
         media: m.media ? m.media.className : null,
         photo,
@@ -177,6 +292,7 @@ const commands = {
         }
         client = new TelegramClient(session, a.apiId, a.apiHash, opts);
         client.addEventHandler(messageEvent, new NewMessage({ incoming: true }));
+        client.addEventHandler(updateEvent, new Raw({}));
         await client.start({
             phoneNumber: a.phone,
             phoneCode: async () => a.code,
@@ -217,6 +333,151 @@ const commands = {
         if (!message) throw new Error(`no received message ${a.messageId}`);
         const data = await client.downloadMedia(message, {});
         return { size: data.length, base64: Buffer.from(data).toString("base64") };
+    },
+
+    // --- channels ---
+
+    // channels.createChannel (megagroup unless broadcast): the Updates GramJS read.
+    async createChannel(a) {
+        const res = await client.invoke(
+            new Api.channels.CreateChannel({
+                title: a.title,
+                about: a.about || "",
+                megagroup: a.broadcast ? undefined : true,
+                broadcast: a.broadcast ? true : undefined,
+            }),
+        );
+        rememberChats(res);
+        return { className: res.className, chats: chatsOf(res), updates: updatesJson(res) };
+    },
+
+    // channels.inviteToChannel with users known from importContact.
+    async inviteToChannel(a) {
+        const inputs = a.userIds.map((id) => {
+            const u = users.get(String(id));
+            if (!u) throw new Error(`unknown user ${id}: importContact first`);
+            return new Api.InputUser({ userId: u.id, accessHash: u.accessHash });
+        });
+        const res = await client.invoke(new Api.channels.InviteToChannel({ channel: inputChannel(a.channelId), users: inputs }));
+        rememberChats(res);
+        return {
+            className: res.className,
+            updatesClassName: res.updates ? res.updates.className : null,
+            missingInvitees: (res.missingInvitees || []).map((m) => m.userId.toString()),
+            chats: chatsOf(res.updates || res),
+            updates: updatesJson(res),
+        };
+    },
+
+    // messages.sendMessage to a channel, raw: the Updates GramJS read.
+    async sendChannelMessage(a) {
+        const res = await client.invoke(
+            new Api.messages.SendMessage({
+                peer: inputPeerChannel(a.channelId),
+                message: a.text,
+                randomId: bigInt(crypto.randomBytes(7).toString("hex"), 16),
+            }),
+        );
+        rememberChats(res);
+        const updates = updatesJson(res);
+        const stored = updates.find((u) => u.className === "UpdateNewChannelMessage");
+        return { className: res.className, updates, id: stored && stored.message ? stored.message.id : null };
+    },
+
+    async getHistory(a) {
+        const res = await client.invoke(
+            new Api.messages.GetHistory({
+                peer: inputPeerChannel(a.channelId),
+                offsetId: 0,
+                offsetDate: 0,
+                addOffset: 0,
+                limit: a.limit || 100,
+                maxId: 0,
+                minId: 0,
+                hash: bigInt(0),
+            }),
+        );
+        rememberChats(res);
+        return {
+            className: res.className,
+            count: res.count === undefined ? null : res.count,
+            pts: res.pts === undefined ? null : res.pts,
+            messages: res.messages.map(messageJson),
+            chats: chatsOf(res),
+        };
+    },
+
+    async getFullChannel(a) {
+        const res = await client.invoke(new Api.channels.GetFullChannel({ channel: inputChannel(a.channelId) }));
+        rememberChats(res);
+        const f = res.fullChat;
+        return {
+            className: res.className,
+            fullChatClassName: f.className,
+            id: f.id.toString(),
+            about: f.about,
+            participantsCount: f.participantsCount === undefined ? null : f.participantsCount,
+            pts: f.pts,
+            readInboxMaxId: f.readInboxMaxId,
+            unreadCount: f.unreadCount,
+            canViewParticipants: !!f.canViewParticipants,
+            chats: chatsOf(res),
+        };
+    },
+
+    async checkUsername(a) {
+        return { ok: await client.invoke(new Api.channels.CheckUsername({ channel: inputChannel(a.channelId), username: a.username })) };
+    },
+
+    async updateUsername(a) {
+        return { ok: await client.invoke(new Api.channels.UpdateUsername({ channel: inputChannel(a.channelId), username: a.username })) };
+    },
+
+    async resolveUsername(a) {
+        const res = await client.invoke(new Api.contacts.ResolveUsername({ username: a.username }));
+        rememberChats(res);
+        return { className: res.className, peer: peerJson(res.peer), chats: chatsOf(res) };
+    },
+
+    // channels.joinChannel: layer 198 reads Updates (layer 229 has messages.ChatInviteJoinResult).
+    async joinChannel(a) {
+        const res = await client.invoke(new Api.channels.JoinChannel({ channel: inputChannel(a.channelId) }));
+        rememberChats(res);
+        return { className: res.className, chats: chatsOf(res), updates: updatesJson(res) };
+    },
+
+    async getChannelDifference(a) {
+        const res = await client.invoke(
+            new Api.updates.GetChannelDifference({
+                channel: inputChannel(a.channelId),
+                filter: new Api.ChannelMessagesFilterEmpty(),
+                pts: a.pts,
+                limit: a.limit || 100,
+                force: true,
+            }),
+        );
+        rememberChats(res);
+        return {
+            className: res.className,
+            final: !!res.final,
+            pts: res.pts === undefined ? (res.dialog ? res.dialog.pts : null) : res.pts,
+            timeout: res.timeout === undefined ? null : res.timeout,
+            newMessages: (res.newMessages || res.messages || []).map(messageJson),
+            otherUpdates: (res.otherUpdates || []).map((u) => u.className),
+            chats: chatsOf(res),
+        };
+    },
+
+    // Drop the connection (the auth key and session stay), and connect again.
+    async disconnect() {
+        await client.disconnect();
+        return { connected: !!client.connected };
+    },
+
+    async connect() {
+        await client.connect();
+        const state = await client.invoke(new Api.updates.GetState());
+        return { connected: !!client.connected, pts: state.pts };
     },
 
     async quit() {
