@@ -103,6 +103,9 @@ class Server:
         self.channel_msgs: ChannelMessages
         # (channel, user) -> when they last sent (supergroup slow mode).
         self.slowmode: dict[tuple[int, int], float] = {}
+        # (member, channel, user ids) -> (until, channel version, (users, chats)):
+        # the views a channel push carries, reused for a second (bff/channels.py).
+        self.channel_views: dict[tuple[int, int, tuple[int, ...]], Any] = {}
         self.send_flood: TokenBuckets
         self.notices: ServiceNotices
         self.reaper: AccountReaper

@@ -61,6 +61,9 @@ CHANNEL_DIFF_LIMIT = 100
 CHANNEL_DIFF_TIMEOUT = 30
 # Online members whose views are built before yielding to the loop.
 YIELD_EVERY = 16
+# How long a member's view of a sender and of the channel is reused, and how many.
+VIEW_CACHE_SECONDS = 1.0
+VIEW_CACHE_MAX = 100_000
 
 
 # ------------------------------------------------------------------ helpers
@@ -106,9 +109,22 @@ async def audience(
     # A broadcast post names no sender: its updates need no User unless others are named.
     user_ids = sorted({*extra_users} if rec.broadcast else {me, *extra_users})
     out: dict[int, tuple[list[Any], list[Any]]] = {}
+    cache = ctx.server.channel_views
+    now = time.monotonic()
+    if len(cache) > VIEW_CACHE_MAX:
+        cache.clear()
+    key_ids = tuple(user_ids)
     for n, uid in enumerate(online_members(ctx, rec, also), 1):
+        # A sender's burst into a big group: each member's view of the sender and of
+        # the channel is built once a second, not once a message.
+        key = (uid, rec.id, key_ids)
+        hit = cache.get(key)
+        if hit is not None and hit[0] > now and hit[1] == rec.version:
+            out[uid] = hit[2]
+            continue
         users = await ctx.server.users.users_for(uid, user_ids) if user_ids else []
         out[uid] = (users, [view(ctx, rec, uid)])
+        cache[key] = (now + VIEW_CACHE_SECONDS, rec.version, out[uid])
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
     return out

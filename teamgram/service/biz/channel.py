@@ -194,6 +194,8 @@ class ChannelRecord:
     migrated_from_chat_id: int | None = None
     migrated_from_max_id: int | None = None
     dc_id: int = 2
+    # Grows with every change in memory: views built from an older one are stale.
+    version: int = 0
     participants: dict[int, Participant] = field(default_factory=dict)
     members: set[int] = field(default_factory=set)  # participants who are members
 
@@ -467,6 +469,7 @@ class ChannelService:
 
     # ---------------------------------------------------------------- writes
     def _track(self, rec: ChannelRecord, user_id: int, member: bool) -> None:
+        rec.version += 1
         if member:
             rec.members.add(user_id)
             if user_id in self._users_loaded:
@@ -738,6 +741,7 @@ class ChannelService:
     async def _set(self, rec: ChannelRecord, **values: Any) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(channels.update().where(channels.c.id == rec.id).values(**values))
+        rec.version += 1
         for k, v in values.items():
             if k == "banned_rights":
                 v = decode(v) if v else None
