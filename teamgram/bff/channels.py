@@ -870,34 +870,33 @@ async def edit_banned(ctx: RequestContext, req: fn.channels.EditBanned) -> Any:
     rec = await member_of(ctx, req.channel)
     uid = _peer_user(ctx, req.participant)
     was_member = rec.is_member(uid)
-    before, after = await ctx.server.channels.edit_banned(rec, me, uid, req.banned_rights)
-    prev: Participant | None = before
-    log_prev = (
-        prev.tl(None, rec.broadcast)
-        if prev is not None
-        else types.ChannelParticipantLeft(peer=types.PeerUser(user_id=uid))
+    before, after = ctx.server.channels.plan_banned(rec, me, uid, req.banned_rights)
+    left = types.ChannelParticipantLeft(peer=types.PeerUser(user_id=uid))
+    action = types.ChannelAdminLogEventActionParticipantToggleBan(
+        prev_participant=before.tl(None, rec.broadcast) if before is not None else left,
+        new_participant=after.tl(None, rec.broadcast) if after is not None else left,
     )
-    log_new = (
-        after.tl(None, rec.broadcast)
-        if after is not None
-        else types.ChannelParticipantLeft(peer=types.PeerUser(user_id=uid))
-    )
-    await log(
-        ctx,
-        rec,
-        types.ChannelAdminLogEventActionParticipantToggleBan(
-            prev_participant=log_prev, new_participant=log_new
-        ),
-    )
+    kicked = after is not None and after.role == ROLE_BANNED and was_member
+
+    async def write(tx: Tx) -> None:
+        await ctx.server.channels.write_in(
+            tx,
+            rec,
+            add=[after] if after is not None else [],
+            drop=[uid] if after is None else [],
+            log=[(me, action)],
+        )
+        if kicked:  # the channel leaves the kicked user's dialog list
+            await ctx.server.dialogs.delete_in(tx, uid, (PEER_CHANNEL, rec.id))
+
     updates: list[Any] = []
-    kicked = after is not None and after.role == ROLE_BANNED
-    if kicked and was_member:
-        if rec.megagroup:
-            answer = await announce(
-                ctx, rec, types.MessageActionChatDeleteUser(user_id=uid), [uid], also=[uid]
-            )
-            updates = list(answer.updates)
-        await ctx.server.channel_msgs.close_dialogs(rec.id, [uid])
+    if kicked and rec.megagroup:  # the group (and the kicked user) see them go
+        answer = await announce(
+            ctx, rec, types.MessageActionChatDeleteUser(user_id=uid), [uid], before=write
+        )
+        updates = list(answer.updates)
+    else:
+        await ctx.server.channel_msgs.close_dialogs(rec.id, [], before=write)
     channel_updated(ctx, rec, [uid])
     return updates_answer(
         ctx,

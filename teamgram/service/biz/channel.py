@@ -531,13 +531,6 @@ class ChannelService:
         rec.participants[p.user_id] = p
         self._track(rec, p.user_id, p.is_member)
 
-    async def _drop_participant(self, rec: ChannelRecord, user_id: int) -> None:
-        t = channel_participants
-        async with self.engine.begin() as conn:
-            await conn.execute(t.delete().where(t.c.channel_id == rec.id, t.c.user_id == user_id))
-        rec.participants.pop(user_id, None)
-        self._track(rec, user_id, False)
-
     def plan_members(
         self, rec: ChannelRecord, user_ids: list[int], inviter_id: int
     ) -> list[Participant]:
@@ -699,10 +692,11 @@ class ChannelService:
         await self._save_participant(rec, after)
         return before, after
 
-    async def edit_banned(
+    def plan_banned(
         self, rec: ChannelRecord, by_id: int, user_id: int, rights: Any
     ) -> tuple[Participant | None, Participant | None]:
-        """Restrict, kick (view_messages) or lift both (no flags); (before, after)."""
+        """Restrict, kick (view_messages) or lift both (no flags): (before, after), after
+        None when the row goes. Written by :meth:`write_in` with what announces it."""
         if not isinstance(rights, types.ChatBannedRights):
             raise RpcError(400, "BANNED_RIGHTS_INVALID")
         if "ban_users" not in rec.admin_rights_of(by_id):
@@ -718,7 +712,6 @@ class ChannelService:
             if before is None or before.banned_rights is None:
                 raise RpcError(400, "USER_NOT_PARTICIPANT")
             if before.role == ROLE_BANNED:
-                await self._drop_participant(rec, user_id)
                 return before, None
             after = Participant(user_id, ROLE_MEMBER, before.inviter_id, before.date)
         else:
@@ -735,7 +728,6 @@ class ChannelService:
                 banned_rights=rights,
                 kicked_by=by_id,
             )
-        await self._save_participant(rec, after)
         return before, after
 
     async def _set(self, rec: ChannelRecord, **values: Any) -> None:
