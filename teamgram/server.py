@@ -39,6 +39,7 @@ from teamgram.infra.group_commit import GroupCommit
 from teamgram.infra.ratelimit import TokenBuckets
 from teamgram.interface.gnetway.gateway import Gateway
 from teamgram.interface.httpserver.server import HttpServer
+from teamgram.interface.session.directory import SessionDirectory
 from teamgram.interface.session.host import SessionHost
 from teamgram.messenger.msg.channel import ChannelMessages
 from teamgram.messenger.msg.notices import ServiceNotices
@@ -113,6 +114,8 @@ class Server:
         self.uploads: UploadService
         self.media: MediaService
         self.session_host: SessionHost
+        # What services use of the session layer (the host itself, in one process).
+        self.sessions: SessionDirectory
         self.gateway: Gateway
         self.http: HttpServer
 
@@ -129,6 +132,7 @@ class Server:
         self.contacts = ContactService(self.engine)
         self.privacy = PrivacyService(self.engine)
         self.session_host = SessionHost(self, Dispatcher(*ROUTERS))
+        self.sessions = self.session_host
         self.status = StatusService(self.users, self.contacts, self.session_host.push_to_user)
         self.users.plug(contacts=self.contacts, privacy=self.privacy, presence=self.status)
         self.session_host.on_user_offline.append(self.status.on_user_offline)

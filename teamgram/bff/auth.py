@@ -26,7 +26,6 @@ from teamgram.service.authsession.codes import normalize_phone
 from teamgram.service.authsession.service import AuthorizationRecord, ClientInfo, PhoneCode
 from teamgram.tl import TLDecodeError, TLObject, decode, types
 from teamgram.tl import functions as fn
-from teamgram.tl.layers import codec_for
 
 router = Router()
 
@@ -94,10 +93,10 @@ async def _signed_in(ctx: RequestContext, user_id: int) -> types.auth.Authorizat
     key = ctx.auth_key.effective_id
     if await auth.get_password(user_id) is not None:
         await auth.bind_user(key, user_id, password_pending=True)
-        ctx.server.session_host.bind_user(key, None)
+        ctx.server.sessions.bind_user(key, None)
         raise RpcError(401, "SESSION_PASSWORD_NEEDED")
     await auth.bind_user(key, user_id)
-    ctx.server.session_host.bind_user(key, user_id)
+    ctx.server.sessions.bind_user(key, user_id)
     return types.auth.Authorization(user=await _self_user(ctx, user_id))
 
 
@@ -214,7 +213,7 @@ async def log_out(ctx: RequestContext, req: fn.auth.LogOut) -> types.auth.Logged
     # Before any await: the session may acknowledge this request before answering
     # it, Telethon takes that ack for the answer, and its next call must find the
     # key signed out.
-    ctx.server.session_host.bind_user(key, None)
+    ctx.server.sessions.bind_user(key, None)
     if await auth.unbind_key(key) is None:
         raise RpcError(401, "AUTH_KEY_UNREGISTERED")
     await auth.drop_login_tokens(key)
@@ -237,7 +236,7 @@ async def reset_authorizations(ctx: RequestContext, req: fn.auth.ResetAuthorizat
     await _not_fresh(ctx)
     keys = await ctx.server.authsession.unbind_others(_user_id(ctx), ctx.auth_key.effective_id)
     for key in keys:
-        ctx.server.session_host.revoke_key(key)
+        ctx.server.sessions.revoke_key(key)
     return True
 
 
@@ -270,7 +269,7 @@ async def check_password(
         key = ctx.auth_key.effective_id
         if await auth.confirm_password(key) != user_id:  # signed out meanwhile
             raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-        ctx.server.session_host.bind_user(key, user_id)
+        ctx.server.sessions.bind_user(key, user_id)
     return types.auth.Authorization(user=await _self_user(ctx, user_id))
 
 
@@ -311,11 +310,10 @@ def _authorization_view(
 ) -> types.Authorization:
     # A device online now: its last request, and the address it speaks from.
     active, ip = rec.active_at, client.client_ip
-    for hosted in ctx.server.session_host.sessions.values():
-        if hosted.key.effective_id == rec.auth_key_id:
-            active = max(active, int(hosted.mt.last_seen))
-            if hosted.conn is not None and not hosted.conn.closed:
-                ip = hosted.conn.client_ip or ip
+    live = ctx.server.sessions.key_activity(rec.auth_key_id)
+    if live is not None:
+        active = max(active, int(live[0]))
+        ip = live[1] or ip
     return types.Authorization(
         current=current,
         password_pending=rec.password_pending,
@@ -367,7 +365,7 @@ async def reset_authorization(ctx: RequestContext, req: fn.account.ResetAuthoriz
     await _not_fresh(ctx)
     await auth.unbind_key(target.auth_key_id)
     await auth.drop_login_tokens(target.auth_key_id)
-    ctx.server.session_host.revoke_key(target.auth_key_id)
+    ctx.server.sessions.revoke_key(target.auth_key_id)
     return True
 
 
@@ -409,7 +407,7 @@ async def _login_token_answer(ctx: RequestContext) -> types.auth.LoginTokenSucce
     if await auth.get_password(user_id) is not None:
         raise RpcError(401, "SESSION_PASSWORD_NEEDED")
     await auth.confirm_password(key)
-    ctx.server.session_host.bind_user(key, user_id)
+    ctx.server.sessions.bind_user(key, user_id)
     return types.auth.LoginTokenSuccess(
         authorization=types.auth.Authorization(user=await _self_user(ctx, user_id))
     )
@@ -454,12 +452,9 @@ async def accept_login_token(
     tok = await auth.accept_login_token(req.token, user_id)
     key = tok.auth_key_id
     await auth.bind_user(key, user_id, password_pending=True)
-    host = ctx.server.session_host
-    host.bind_user(key, None)
+    ctx.server.sessions.bind_user(key, None)
     update = types.UpdateShort(update=types.UpdateLoginToken(), date=int(time.time()))
-    for hosted in list(host.sessions.values()):
-        if hosted.key.effective_id == key:
-            host.push(hosted, codec_for(hosted.key.layer).encode(update))
+    ctx.server.sessions.push_to_key(key, update)
     rec = await auth.authorization_of_key(key)
     client = await auth.get_client_info(key) or ClientInfo()
     if rec is None:  # signed out by a racing call; report what was accepted

@@ -86,15 +86,10 @@ def is_channel_peer(input_peer: Any) -> bool:
 def online_members(ctx: RequestContext, rec: ChannelRecord, also: Iterable[int] = ()) -> list[int]:
     """Members connected now (the only ones a change is pushed to: the others catch up
     with getChannelDifference, so nothing is queued for a session that went away)."""
-    host = ctx.server.session_host
-    online = host.by_user
-    members = rec.members
-    if len(online) < len(members):
-        ids = [u for u in online if u in members]
-    else:
-        ids = [u for u in members if u in online]
-    ids += [u for u in also if u in online and u not in members]
-    return [u for u in ids if host.connected(u)]
+    directory = ctx.server.sessions
+    ids = directory.connected_among(rec.members)
+    ids += [u for u in directory.connected_among(also) if u not in rec.members]
+    return ids
 
 
 async def audience(

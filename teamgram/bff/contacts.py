@@ -35,7 +35,7 @@ def _updates(users: list[types.User], updates: list[TLObject] | None = None) -> 
 
 
 def _tell_other_devices(ctx: RequestContext, answer: types.Updates) -> None:
-    ctx.server.session_host.push_to_user(me(ctx), answer, exclude=ctx.session)
+    ctx.server.sessions.push_to_user(me(ctx), answer, exclude=ctx.session)
 
 
 # ------------------------------------------------------------------ usernames
@@ -280,7 +280,7 @@ async def _set_blocked(ctx: RequestContext, peer: TLObject, stories: bool, block
     svc = ctx.server.contacts
     changed = await (svc.block(me(ctx), target) if block else svc.unblock(me(ctx), target))
     if changed:
-        ctx.server.session_host.push_to_user(
+        ctx.server.sessions.push_to_user(
             me(ctx), _blocked_update(target, block), exclude=ctx.session
         )
     return True

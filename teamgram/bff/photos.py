@@ -37,7 +37,7 @@ async def _announce(ctx: RequestContext) -> None:
         date=int(time.time()),
         seq=0,
     )
-    ctx.server.session_host.push_to_user(me, updates, exclude_key=ctx.auth_key.effective_id)
+    ctx.server.sessions.push_to_user(me, updates, exclude_key=ctx.auth_key.effective_id)
 
 
 @router(fn.photos.UploadProfilePhoto)

@@ -34,13 +34,12 @@ def short(update: TLObject) -> types.UpdateShort:
 
 def push_to_other_devices(ctx: RequestContext, update: TLObject) -> None:
     """Tell the caller's other sessions (not the calling one) about a change they made."""
-    ctx.server.session_host.push_to_user(me(ctx), short(update), exclude=ctx.session)
+    ctx.server.sessions.push_to_user(me(ctx), short(update), exclude=ctx.session)
 
 
 def online_users(server: Server, ids: set[int] | list[int]) -> list[int]:
     """Those of ``ids`` with a live session (nobody else can be pushed to)."""
-    live = server.session_host.by_user
-    return sorted(u for u in ids if live.get(u))
+    return sorted(u for u in ids if server.sessions.online(u))
 
 
 async def push_user_name(server: Server, user_id: int, exclude: Any = None) -> None:
@@ -63,7 +62,7 @@ async def push_user_name(server: Server, user_id: int, exclude: Any = None) -> N
             last_name=view.last_name or "",
             usernames=usernames,
         )
-        server.session_host.push_to_user(
+        server.sessions.push_to_user(
             viewer, short(update), exclude=exclude if viewer == user_id else None
         )
 

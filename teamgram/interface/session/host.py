@@ -14,7 +14,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -375,6 +375,32 @@ class SessionHost:
     def revoke_key(self, auth_key_id: int) -> None:
         """The key's authorization was reset: its sessions are signed out at once."""
         self.bind_user(auth_key_id, None)
+
+    # --------------------------------------------- SessionDirectory (directory.py)
+    def push_to_key(self, auth_key_id: int, updates: Any) -> None:
+        for hosted in self._sessions_of_key(auth_key_id):
+            self.push(hosted, codec_for(hosted.key.layer).encode(updates))
+
+    def online(self, user_id: int) -> bool:
+        return bool(self.by_user.get(user_id))
+
+    def connected_among(self, user_ids: Iterable[int]) -> list[int]:
+        ids = user_ids if isinstance(user_ids, set | frozenset | dict) else set(user_ids)
+        online = self.by_user
+        if len(online) < len(ids):
+            found = [u for u in online if u in ids]
+        else:
+            found = [u for u in ids if u in online]
+        return [u for u in found if self.connected(u)]
+
+    def key_activity(self, auth_key_id: int) -> tuple[float, str] | None:
+        last, ip, seen = 0.0, "", False
+        for hosted in self._sessions_of_key(auth_key_id):
+            seen = True
+            last = max(last, hosted.mt.last_seen)
+            if hosted.conn is not None and not hosted.conn.closed:
+                ip = hosted.conn.client_ip or ip
+        return (last, ip) if seen else None
 
     def connected(self, user_id: int) -> bool:
         """A session of the user has a live connection now (not one kept for resending
