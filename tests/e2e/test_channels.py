@@ -2268,3 +2268,82 @@ async def test_default_rights_agree_with_what_members_may_do(
             outcome[right] = "refused"
     shown = {r: "refused" if getattr(rights, r) else "allowed" for r in attempts}
     assert outcome == shown, f"server did {outcome}, default_banned_rights say {shown}"
+
+
+async def test_link_management_reactions_typing_and_reads(
+    server: Server, telethon_for: Factory
+) -> None:
+    """The channel RPCs the other tests do not reach: managing invite links (get, list,
+    revoke, delete), a reaction on a post, typing, messages.readHistory on a channel
+    peer, channels.readMessageContents."""
+    a, _ua = await signed_in(server, telethon_for, "Alice")
+    b, ub = await signed_in(server, telethon_for, "Bob")
+    fa, fb = watch(a), watch(b)
+    (bob,) = await knows(a, ub)
+    ch = await create(a, "Links")
+    await invite(a, ch, bob)
+    await wait_for(lambda: ch.id in fb.hashes)
+    b_peer = await fb.peer(ch.id)
+    b_chan = await fb.input_channel(ch.id)
+
+    # Invite links: made, read back, listed, revoked (then listed as revoked), deleted.
+    made = await a(functions.messages.ExportChatInviteRequest(peer=ipeer(ch), title="team"))
+    got = await a(functions.messages.GetExportedChatInviteRequest(peer=ipeer(ch), link=made.link))
+    assert got.invite.link == made.link and got.invite.title == "team"
+    listed = await a(
+        functions.messages.GetExportedChatInvitesRequest(
+            peer=ipeer(ch), admin_id=tt.InputUserSelf(), limit=10
+        )
+    )
+    assert [i.link for i in listed.invites] == [made.link]
+    with pytest.raises(errors.InviteRevokedMissingError):  # only revoked links go
+        await a(functions.messages.DeleteExportedChatInviteRequest(peer=ipeer(ch), link=made.link))
+    with pytest.raises(errors.ChatAdminRequiredError):  # a member manages no links
+        await b(functions.messages.GetExportedChatInviteRequest(peer=b_peer, link=made.link))
+    revoked = await a(
+        functions.messages.EditExportedChatInviteRequest(
+            peer=ipeer(ch), link=made.link, revoked=True
+        )
+    )
+    assert revoked.invite.revoked
+    gone = await a(
+        functions.messages.GetExportedChatInvitesRequest(
+            peer=ipeer(ch), admin_id=tt.InputUserSelf(), limit=10, revoked=True
+        )
+    )
+    assert [i.link for i in gone.invites] == [made.link]
+    assert await a(
+        functions.messages.DeleteExportedChatInviteRequest(peer=ipeer(ch), link=made.link)
+    )
+    with pytest.raises(errors.InviteHashInvalidError):
+        await b(functions.messages.CheckChatInviteRequest(hash=invite_hash(made.link)))
+
+    # A reaction: the other member sees the new counts live; a refetch carries them.
+    post = await send(a, ipeer(ch), "react to me")
+    await wait_for(lambda: "react to me" in fb.texts(ch.id))
+    await b(
+        functions.messages.SendReactionRequest(
+            peer=b_peer, msg_id=post.id, reaction=[tt.ReactionEmoji(emoticon="👍")]
+        )
+    )
+    await wait_for(lambda: fa.raw_of(tt.UpdateMessageReactions))
+    (upd,) = fa.raw_of(tt.UpdateMessageReactions)
+    assert upd.msg_id == post.id and [r.count for r in upd.reactions.results] == [1]
+    again = await a(functions.channels.GetMessagesRequest(channel=ich(ch), id=[post.id]))
+    assert again.messages[0].reactions.results[0].reaction.emoticon == "👍"
+
+    # Typing in a supergroup reaches the other members.
+    await b(functions.messages.SetTypingRequest(peer=b_peer, action=tt.SendMessageTypingAction()))
+    await wait_for(lambda: fa.raw_of(tt.UpdateChannelUserTyping))
+    assert fa.raw_of(tt.UpdateChannelUserTyping)[0].from_id == tt.PeerUser(ub.id)
+
+    # messages.readHistory on a channel peer reads like channels.readHistory.
+    res = await b(functions.messages.ReadHistoryRequest(peer=b_peer, max_id=post.id))
+    assert isinstance(res, tt.messages.AffectedMessages) and res.pts_count == 0
+    (dialog,) = (
+        await b(functions.messages.GetPeerDialogsRequest(peers=[tt.InputDialogPeer(peer=b_peer)]))
+    ).dialogs
+    assert dialog.read_inbox_max_id == post.id and dialog.unread_count == 0
+    await wait_for(lambda: fa.raw_of(tt.UpdateReadChannelOutbox))
+    assert fa.raw_of(tt.UpdateReadChannelOutbox)[-1].max_id == post.id
+    assert await b(functions.channels.ReadMessageContentsRequest(channel=b_chan, id=[post.id]))
