@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
 from teamgram.infra.group_commit import GroupCommit, Tx
+from teamgram.messenger.msg.box_ids import BoxIds
 from teamgram.messenger.msg.paging import history_page
 from teamgram.messenger.msg.records import (
     FLAG_PINNED,
@@ -207,7 +208,7 @@ class ChannelMessages:
         self.channel_sync = channel_sync
         self.dialogs = dialogs
         self.media_hook: MediaHook | None = None
-        self._last_ids: dict[int, int] = {}
+        self._ids = BoxIds(channel_boxes, "channel_id")
         self._tops: dict[int, Top] = {}
         self._recent_random: dict[tuple[int, int, int], ChannelMessageRecord] = {}
         self._recent_order: deque[tuple[float, tuple[int, int, int]]] = deque()
@@ -255,43 +256,7 @@ class ChannelMessages:
 
     # ---------------------------------------------------------------- ids
     async def _next_id(self, tx: Tx, channel_id: int) -> int:
-        work: dict[int, list[int]] | None = tx.scratch.get("chmsg.ids")
-        if work is None:
-            work = tx.scratch["chmsg.ids"] = {}
-            tx.before_commit(self._write_ids)
-            tx.on_commit(lambda: self._last_ids.update({c: s[0] for c, s in work.items()}))
-        slot = work.get(channel_id)
-        if slot is None:
-            last = self._last_ids.get(channel_id)
-            stored = True
-            if last is None:
-                last = (
-                    await tx.conn.execute(
-                        sa.select(channel_boxes.c.last_id).where(
-                            channel_boxes.c.channel_id == channel_id
-                        )
-                    )
-                ).scalar()
-                stored = last is not None
-                last = last or 0
-            slot = work[channel_id] = [last, int(stored)]
-        slot[0] += 1
-        return slot[0]
-
-    async def _write_ids(self, tx: Tx) -> None:
-        work: dict[int, list[int]] = tx.scratch["chmsg.ids"]
-        t = channel_boxes
-        new = [{"channel_id": c, "last_id": s[0]} for c, s in work.items() if not s[1]]
-        old = [{"cid": c, "v": s[0]} for c, s in work.items() if s[1]]
-        if new:
-            await tx.conn.execute(t.insert(), new)
-        if old:
-            await tx.conn.execute(
-                t.update()
-                .where(t.c.channel_id == sa.bindparam("cid"))
-                .values(last_id=sa.bindparam("v")),
-                old,
-            )
+        return await self._ids.next(tx, channel_id)
 
     # ---------------------------------------------------------------- send
     async def send(

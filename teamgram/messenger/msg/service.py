@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
 from teamgram.infra.group_commit import GroupCommit, Tx
+from teamgram.messenger.msg.box_ids import BoxIds
 from teamgram.messenger.msg.paging import history_page
 from teamgram.messenger.msg.records import (
     FLAG_HAS_URL,
@@ -143,7 +144,7 @@ class MsgService:
         self.chat_members: Callable[[int], Awaitable[list[int]]] | None = None
         self.chat_view: Callable[[int, int], Any] | None = None
         self.chat_is_admin: Callable[[int, int], bool] | None = None
-        self._last_ids: dict[int, int] = {}
+        self._ids = BoxIds(message_boxes, "user_id", cache=cache_counters)
         # random_ids committed lately: a resend that raced its first copy's commit
         # (looked up before it was there) is still caught.
         self._recent_random: dict[tuple[int, int], MessageRecord] = {}
@@ -151,47 +152,7 @@ class MsgService:
 
     # ---------------------------------------------------------------- box ids
     async def _next_id(self, tx: Tx, user_id: int) -> int:
-        work: dict[int, list[int]] | None = tx.scratch.get("msg.ids")
-        if work is None:
-            work = tx.scratch["msg.ids"] = {}
-            tx.before_commit(self._write_ids)
-            tx.on_commit(lambda: self._ids_committed(work))
-        slot = work.get(user_id)
-        if slot is None:
-            last = self._last_ids.get(user_id) if self.cache_counters else None
-            stored = True
-            if last is None:
-                q = sa.select(message_boxes.c.last_id).where(message_boxes.c.user_id == user_id)
-                if not self.cache_counters:
-                    q = q.with_for_update()
-                last = (await tx.conn.execute(q)).scalar()
-                stored = last is not None
-                last = last or 0
-            else:
-                stored = True
-            slot = work[user_id] = [last, int(stored)]
-        slot[0] += 1
-        return slot[0]
-
-    async def _write_ids(self, tx: Tx) -> None:
-        work: dict[int, list[int]] = tx.scratch["msg.ids"]
-        t = message_boxes
-        new = [{"user_id": u, "last_id": s[0]} for u, s in work.items() if not s[1]]
-        old = [{"uid": u, "v": s[0]} for u, s in work.items() if s[1]]
-        if new:
-            await tx.conn.execute(t.insert(), new)
-        if old:
-            await tx.conn.execute(
-                t.update()
-                .where(t.c.user_id == sa.bindparam("uid"))
-                .values(last_id=sa.bindparam("v")),
-                old,
-            )
-
-    def _ids_committed(self, work: dict[int, list[int]]) -> None:
-        if self.cache_counters:
-            for user_id, slot in work.items():
-                self._last_ids[user_id] = slot[0]
+        return await self._ids.next(tx, user_id)
 
     # ------------------------------------------------------------- reads (tx)
     async def _get_in(self, tx: Tx, user_id: int, msg_id: int) -> MessageRecord | None:
