@@ -189,11 +189,26 @@ async def open_database(url: str | URL) -> AsyncEngine:
     """Create the engine and bring the schema to the newest migration."""
     engine = make_engine(url)
     try:
-        if engine.dialect.name in ("mysql", "mariadb"):
-            async with engine.connect() as conn:  # DDL: MySQL commits it by itself
-                await conn.run_sync(_mysql_database_charset)
-        async with engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+        dialect = engine.dialect.name
+        if dialect in ("mysql", "mariadb"):
+            # Processes of a cluster start together: one migrates, the others wait
+            # for it (a named lock held by a connection of its own) and find it done.
+            async with engine.connect() as lock:
+                got = await lock.scalar(sa.text("SELECT GET_LOCK('teamgram_migrate', 120)"))
+                if got != 1:
+                    raise DatabaseError("another process held the migration lock for 120 s")
+                try:
+                    async with engine.connect() as conn:  # DDL: MySQL commits it by itself
+                        await conn.run_sync(_mysql_database_charset)
+                    async with engine.begin() as conn:
+                        await conn.run_sync(_upgrade)
+                finally:
+                    await lock.execute(sa.text("SELECT RELEASE_LOCK('teamgram_migrate')"))
+        else:
+            async with engine.begin() as conn:
+                if dialect == "postgresql":  # held until this transaction ends
+                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7270523)"))
+                await conn.run_sync(_upgrade)
     except BaseException:
         await engine.dispose()
         raise

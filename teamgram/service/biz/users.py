@@ -159,11 +159,18 @@ def _record(row: Any) -> UserRecord:
 def load_secret(data_dir: Path, name: str = "access_hash_secret") -> bytes:
     path = data_dir / name
     if not path.exists():
+        # Processes of a cluster sharing the directory may start together: the
+        # first link wins and every process reads that one secret.
         data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         tmp.write_bytes(os.urandom(32))
         tmp.chmod(0o600)
-        tmp.replace(path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_bytes()
 
 
