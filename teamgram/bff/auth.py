@@ -305,12 +305,12 @@ async def update_password_settings(
 # ------------------------------------------------------------------- devices
 
 
-def _authorization_view(
+async def _authorization_view(
     ctx: RequestContext, rec: AuthorizationRecord, client: ClientInfo, current: bool
 ) -> types.Authorization:
     # A device online now: its last request, and the address it speaks from.
     active, ip = rec.active_at, client.client_ip
-    live = ctx.server.sessions.key_activity(rec.auth_key_id)
+    live = await ctx.server.sessions.key_activity(rec.auth_key_id)
     if live is not None:
         active = max(active, int(live[0]))
         ip = live[1] or ip
@@ -342,7 +342,7 @@ async def get_authorizations(
     out: list[types.Authorization] = []
     for rec in await auth.authorizations_of(_user_id(ctx)):
         client = await auth.get_client_info(rec.auth_key_id) or ClientInfo()
-        view = _authorization_view(ctx, rec, client, current=rec.auth_key_id == me)
+        view = await _authorization_view(ctx, rec, client, current=rec.auth_key_id == me)
         if view.current:
             out.insert(0, view)
         else:
@@ -462,4 +462,4 @@ async def accept_login_token(
         rec = AuthorizationRecord(key, user_id, 0, now, now)
     # Pending here means what it means to the user: the device still needs the password.
     rec.password_pending = await auth.get_password(user_id) is not None
-    return _authorization_view(ctx, rec, client, current=False)
+    return await _authorization_view(ctx, rec, client, current=False)

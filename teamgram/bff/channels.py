@@ -83,12 +83,16 @@ def is_channel_peer(input_peer: Any) -> bool:
     return isinstance(input_peer, types.InputPeerChannel)
 
 
-def online_members(ctx: RequestContext, rec: ChannelRecord, also: Iterable[int] = ()) -> list[int]:
+async def online_members(
+    ctx: RequestContext, rec: ChannelRecord, also: Iterable[int] = ()
+) -> list[int]:
     """Members connected now (the only ones a change is pushed to: the others catch up
     with getChannelDifference, so nothing is queued for a session that went away)."""
     directory = ctx.server.sessions
-    ids = directory.connected_among(rec.members)
-    ids += [u for u in directory.connected_among(also) if u not in rec.members]
+    ids = await directory.connected_among(rec.members)
+    others = [u for u in also if u not in rec.members]
+    if others:
+        ids += await directory.connected_among(others)
     return ids
 
 
@@ -109,7 +113,7 @@ async def audience(
     if len(cache) > VIEW_CACHE_MAX:
         cache.clear()
     key_ids = tuple(user_ids)
-    for n, uid in enumerate(online_members(ctx, rec, also), 1):
+    for n, uid in enumerate(await online_members(ctx, rec, also), 1):
         # A sender's burst into a big group: each member's view of the sender and of
         # the channel is built once a second, not once a message.
         key = (uid, rec.id, key_ids)
@@ -431,7 +435,7 @@ async def set_typing(ctx: RequestContext, req: fn.messages.SetTyping) -> bool:
         ),
         date=_now(),
     )
-    for uid in online_members(ctx, rec):
+    for uid in await online_members(ctx, rec):
         if uid != me:
             ctx.server.sync.push_now(uid, update)
     return True
@@ -921,7 +925,7 @@ async def edit_chat_about(ctx: RequestContext, req: fn.messages.EditChatAbout) -
     await log(
         ctx, rec, types.ChannelAdminLogEventActionChangeAbout(prev_value=old, new_value=rec.about)
     )
-    channel_updated(ctx, rec, online_members(ctx, rec))
+    channel_updated(ctx, rec, await online_members(ctx, rec))
     return True
 
 
@@ -991,7 +995,7 @@ async def update_username(ctx: RequestContext, req: fn.channels.UpdateUsername) 
             prev_value=old or "", new_value=rec.username or ""
         ),
     )
-    channel_updated(ctx, rec, online_members(ctx, rec))
+    channel_updated(ctx, rec, await online_members(ctx, rec))
     return True
 
 
@@ -1001,7 +1005,7 @@ async def toggle_signatures(ctx: RequestContext, req: fn.channels.ToggleSignatur
     enabled = bool(req.signatures_enabled)
     await ctx.server.channels.toggle_signatures(rec, _me(ctx), enabled)
     await log(ctx, rec, types.ChannelAdminLogEventActionToggleSignatures(new_value=enabled))
-    channel_updated(ctx, rec, [u for u in online_members(ctx, rec) if u != _me(ctx)])
+    channel_updated(ctx, rec, [u for u in await online_members(ctx, rec) if u != _me(ctx)])
     return updates_answer(ctx, rec, [types.UpdateChannel(channel_id=rec.id)], [])
 
 
@@ -1014,7 +1018,7 @@ async def toggle_slow_mode(ctx: RequestContext, req: fn.channels.ToggleSlowMode)
         rec,
         types.ChannelAdminLogEventActionToggleSlowMode(prev_value=old, new_value=req.seconds),
     )
-    channel_updated(ctx, rec, [u for u in online_members(ctx, rec) if u != _me(ctx)])
+    channel_updated(ctx, rec, [u for u in await online_members(ctx, rec) if u != _me(ctx)])
     return updates_answer(ctx, rec, [types.UpdateChannel(channel_id=rec.id)], [])
 
 
@@ -1031,7 +1035,7 @@ async def edit_default_rights(
             prev_banned_rights=old, new_banned_rights=rec.default_rights()
         ),
     )
-    channel_updated(ctx, rec, [u for u in online_members(ctx, rec) if u != me])
+    channel_updated(ctx, rec, [u for u in await online_members(ctx, rec) if u != me])
     return updates_answer(ctx, rec, [types.UpdateChannel(channel_id=rec.id)], [])
 
 

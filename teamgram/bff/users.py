@@ -37,9 +37,10 @@ def push_to_other_devices(ctx: RequestContext, update: TLObject) -> None:
     ctx.server.sessions.push_to_user(me(ctx), short(update), exclude=ctx.session)
 
 
-def online_users(server: Server, ids: set[int] | list[int]) -> list[int]:
+async def online_users(server: Server, ids: set[int] | list[int]) -> list[int]:
     """Those of ``ids`` with a live session (nobody else can be pushed to)."""
-    return sorted(u for u in ids if server.sessions.online(u))
+    sessions = server.sessions
+    return sorted([u for u in ids if await sessions.online(u)])
 
 
 async def push_user_name(server: Server, user_id: int, exclude: Any = None) -> None:
@@ -49,7 +50,7 @@ async def push_user_name(server: Server, user_id: int, exclude: Any = None) -> N
     saved); ``exclude`` is the session that made the change (it has the answer).
     """
     watchers = await server.contacts.owners_having(user_id)
-    for viewer in online_users(server, {user_id} | watchers):
+    for viewer in await online_users(server, {user_id} | watchers):
         view = await server.users.user_for(viewer, user_id)
         usernames = (
             [types.Username(username=view.username, editable=viewer == user_id, active=True)]

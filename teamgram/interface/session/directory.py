@@ -4,9 +4,14 @@ bff handlers and domain services reach the devices of users through this one
 interface: bind or revoke an auth key's user on sign-in and sign-out, push an
 ``Updates`` to a user's live sessions, ask who is connected. In the embedded
 default the :class:`~teamgram.interface.session.host.SessionHost` itself is the
-directory. In split mode (#9) a client will implement it by finding the session
-instances that hold a user's keys (``teamgram.service.status.routes``) and
-calling them over ``teamgram.infra.rpc``; this seam is where that cut goes.
+directory. In split mode (#9) :class:`~teamgram.interface.session.cluster.ClusterDirectory`
+implements it: the local host for this process's sessions, and the session
+instances that hold a user's other keys (found in ``teamgram.service.status.routes``)
+called over ``teamgram.infra.rpc``.
+
+Pushes, binds and revokes are synchronous: they queue work (remote parts go in
+the background, batched). The questions (who is online, a key's activity) are
+async, because in split mode they read Redis or ask other processes.
 """
 
 from __future__ import annotations
@@ -31,16 +36,21 @@ class SessionDirectory(Protocol):
         """Queue ``updates`` for every session of one auth key (signed in or not)."""
 
     def bind_user(self, auth_key_id: int, user_id: int | None) -> None:
-        """A sign-in (or sign-out, None) on a key reaches all its sessions at once."""
+        """A sign-in (or sign-out, None) on a key reaches all its sessions (this
+        process's at once, other processes' within a round trip)."""
 
     def revoke_key(self, auth_key_id: int) -> None:
-        """The key's authorization was reset: its sessions are signed out at once."""
+        """The key's authorization was reset: its sessions are signed out (as bind_user)."""
 
-    def online(self, user_id: int) -> bool:
-        """The user has a session (connected now, or kept for resending)."""
+    async def online(self, user_id: int) -> bool:
+        """The user has a session: embedded, connected now or kept for resending;
+        split mode, connected now on some session process."""
+        ...
 
-    def connected_among(self, user_ids: Iterable[int]) -> list[int]:
+    async def connected_among(self, user_ids: Iterable[int]) -> list[int]:
         """Those of ``user_ids`` with a connection now (channel audiences)."""
+        ...
 
-    def key_activity(self, auth_key_id: int) -> tuple[float, str] | None:
+    async def key_activity(self, auth_key_id: int) -> tuple[float, str] | None:
         """(last request time, client address) of a key's live sessions, if any."""
+        ...

@@ -113,6 +113,10 @@ class SessionHost:
         self.by_user: dict[int, set[HostedSession]] = {}
         # called with a user id when that user's last open connection closes
         self.on_user_offline: list[Callable[[int], None]] = []
+        # called with (user id, auth key id) when that signed-in key may have gained
+        # its first live connection here or lost its last one (split mode records
+        # session routes from it: cluster.RouteRecorder); the key is the effective one
+        self.on_key_routes: list[Callable[[int, int], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._janitor: asyncio.Task[None] | None = None
 
@@ -148,6 +152,7 @@ class SessionHost:
                 s.conn = None
                 if s.user_id is not None:
                     users.add(s.user_id)
+                    self._key_routes(s.user_id, s.key.effective_id)
         for user_id in users:
             if not any(
                 h.conn is not None and not h.conn.closed for h in self.by_user.get(user_id, ())
@@ -223,6 +228,8 @@ class SessionHost:
             # spread one session over several HTTP connections).
             if (prev is None and hosted.mt.created) or (prev is not None and prev.closed):
                 hosted.mt.resend_unacked(now)
+            if hosted.user_id is not None:
+                self._key_routes(hosted.user_id, key.effective_id)
         events = hosted.mt.receive(dec.salt, dec.msg_id, dec.seqno, dec.body, now)
         for ev in events:
             if isinstance(ev, RpcCall):
@@ -352,16 +359,46 @@ class SessionHost:
 
     # ------------------------------------------------------------------- users
     def _attach(self, hosted: HostedSession, user_id: int | None) -> None:
-        if hosted.user_id is not None:
-            peers = self.by_user.get(hosted.user_id)
+        old = hosted.user_id
+        if old is not None:
+            peers = self.by_user.get(old)
             if peers is not None:
                 peers.discard(hosted)
                 if not peers:
-                    del self.by_user[hosted.user_id]
+                    del self.by_user[old]
         hosted.user_id = user_id
         hosted.user_checked = True
         if user_id is not None:
             self.by_user.setdefault(user_id, set()).add(hosted)
+        if old != user_id:
+            key_id = hosted.key.effective_id
+            if old is not None:
+                self._key_routes(old, key_id)
+            if user_id is not None:
+                self._key_routes(user_id, key_id)
+
+    def _key_routes(self, user_id: int, auth_key_id: int) -> None:
+        for listener in self.on_key_routes:
+            listener(user_id, auth_key_id)
+
+    def key_connected(self, user_id: int, auth_key_id: int) -> bool:
+        """A session of ``user_id`` on ``auth_key_id`` (the effective key) has a live
+        connection here now: what split mode announces as the key's route."""
+        for hosted in self.by_user.get(user_id, ()):
+            conn = hosted.conn
+            if hosted.key.effective_id == auth_key_id and conn is not None and not conn.closed:
+                return True
+        return False
+
+    def connected_keys(self) -> list[tuple[int, int]]:
+        """Every (user id, effective auth key id) with a live connection here now."""
+        out: set[tuple[int, int]] = set()
+        for user_id, sessions in self.by_user.items():
+            for hosted in sessions:
+                conn = hosted.conn
+                if conn is not None and not conn.closed:
+                    out.add((user_id, hosted.key.effective_id))
+        return list(out)
 
     def _sessions_of_key(self, auth_key_id: int) -> list[HostedSession]:
         """Sessions on this key, and on temporary keys bound to it."""
@@ -381,10 +418,14 @@ class SessionHost:
         for hosted in self._sessions_of_key(auth_key_id):
             self.push(hosted, codec_for(hosted.key.layer).encode(updates))
 
-    def online(self, user_id: int) -> bool:
+    async def online(self, user_id: int) -> bool:
         return bool(self.by_user.get(user_id))
 
-    def connected_among(self, user_ids: Iterable[int]) -> list[int]:
+    async def connected_among(self, user_ids: Iterable[int]) -> list[int]:
+        return self.connected_among_now(user_ids)
+
+    def connected_among_now(self, user_ids: Iterable[int]) -> list[int]:
+        """:meth:`connected_among` without an await (this process's sessions only)."""
         ids = user_ids if isinstance(user_ids, set | frozenset | dict) else set(user_ids)
         online = self.by_user
         if len(online) < len(ids):
@@ -393,7 +434,11 @@ class SessionHost:
             found = [u for u in ids if u in online]
         return [u for u in found if self.connected(u)]
 
-    def key_activity(self, auth_key_id: int) -> tuple[float, str] | None:
+    async def key_activity(self, auth_key_id: int) -> tuple[float, str] | None:
+        return self.key_activity_now(auth_key_id)
+
+    def key_activity_now(self, auth_key_id: int) -> tuple[float, str] | None:
+        """:meth:`key_activity` without an await (this process's sessions only)."""
         last, ip, seen = 0.0, "", False
         for hosted in self._sessions_of_key(auth_key_id):
             seen = True
