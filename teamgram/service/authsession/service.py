@@ -11,11 +11,16 @@ single-use secrets that a restart may safely forget).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import secrets
 import time
+import weakref
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from teamgram.config import AuthConfig
 from teamgram.errors import RpcError, flood_wait
+from teamgram.infra.invalidation import (
+    LOAD_TRIES,
+    CacheTopic,
+    Invalidations,
+    Key,
+    LocalInvalidations,
+)
 from teamgram.service.authsession.codes import CodeDelivery, choose_code, codes_match
 from teamgram.service.authsession.srp import (
     KdfAlgo,
@@ -46,7 +58,17 @@ from teamgram.service.authsession.tables import (
 )
 from teamgram.tl import TLObject, types
 
+log = logging.getLogger(__name__)
+
 _CACHE_MAX = 100_000
+# Cache invalidation topics (split mode): auth key ids whose row changed (temp key
+# binding, layer, deletion); permanent key ids whose sign-in changed; user ids whose
+# 2FA password changed.
+TOPIC_AUTH_KEYS = "auth.keys"
+TOPIC_AUTH_USERS = "auth.users"
+TOPIC_PASSWORDS = "auth.passwords"
+# Keys re-read per query when other processes changed keys sessions hold here.
+_REFRESH_CHUNK = 500
 LOGIN_TOKEN_BYTES = 32
 ACCOUNT_TTL_MIN_DAYS = 30
 ACCOUNT_TTL_MAX_DAYS = 730
@@ -63,7 +85,7 @@ _CLIENT_COLUMNS = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class AuthKeyInfo:
     auth_key_id: int
     auth_key: bytes
@@ -203,10 +225,124 @@ class AuthSessionService:
         self._offered: OrderedDict[int, KdfAlgo] = OrderedDict()
         # Flood counters are read-modified-written: one at a time within the process.
         self._flood_lock = asyncio.Lock()
+        # Other processes' changes drop cached entries (split mode; see use_invalidations).
+        self.invalidations: Invalidations = LocalInvalidations()
+        self._keys_topic = CacheTopic(TOPIC_AUTH_KEYS, self._drop_keys)
+        self._users_topic = CacheTopic(TOPIC_AUTH_USERS, self._drop_users)
+        self._passwords_topic = CacheTopic(TOPIC_PASSWORDS, self._drop_passwords)
+        # Every AuthKeyInfo handed out, by key id: sessions hold theirs past the cache,
+        # so a key changed elsewhere is re-read into them (:meth:`_refresh_keys`).
+        self._handed: dict[int, list[weakref.ref[AuthKeyInfo]]] = {}
+        self._stale: dict[int, None] = {}  # handed-out key ids to re-read
+        self._refresher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
         """Stop background work (code deliveries in flight)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refresher
         await self.delivery.close()
+
+    # ------------------------------------------------------------- invalidation
+    def use_invalidations(self, invalidations: Invalidations) -> None:
+        """Publish this process's changes there, and drop what other processes change."""
+        self.invalidations = invalidations
+        self._keys_topic.attach(invalidations)
+        self._users_topic.attach(invalidations)
+        self._passwords_topic.attach(invalidations)
+
+    def _drop_keys(self, ids: list[Key] | None) -> None:
+        if ids is None:
+            self._cache.clear()
+            self._refresh_later(list(self._handed))
+        else:
+            for i in ids:
+                self._cache.pop(int(i), None)
+            self._refresh_later(int(i) for i in ids)
+
+    def _drop_users(self, ids: list[Key] | None) -> None:
+        if ids is None:
+            self._users.clear()
+        else:
+            for i in ids:
+                self._users.pop(int(i), None)
+
+    def _drop_passwords(self, ids: list[Key] | None) -> None:
+        # A challenge made for an old password fails its check (SRP_PASSWORD_CHANGED)
+        # once the password is read again; a user's are dropped at once when named.
+        if ids is None:
+            self._passwords.clear()
+        else:
+            for i in ids:
+                self._passwords.pop(int(i), None)
+                self.srp.forget_user(int(i))
+
+    def _copies(self, auth_key_id: int) -> list[AuthKeyInfo]:
+        """Every live copy of the key handed out here (the cached one among them)."""
+        return [c for ref in list(self._handed.get(auth_key_id, ())) if (c := ref()) is not None]
+
+    def _hand_out(self, info: AuthKeyInfo) -> AuthKeyInfo:
+        refs = self._handed.setdefault(info.auth_key_id, [])
+        refs.append(weakref.ref(info, partial(self._forget_copy, info.auth_key_id)))
+        return info
+
+    def _forget_copy(self, auth_key_id: int, ref: weakref.ref[AuthKeyInfo]) -> None:
+        refs = self._handed.get(auth_key_id)
+        if refs is not None:
+            with contextlib.suppress(ValueError):
+                refs.remove(ref)
+            if not refs:
+                del self._handed[auth_key_id]
+
+    def _refresh_later(self, ids: Iterable[int]) -> None:
+        for i in ids:
+            if i in self._handed:
+                self._stale[i] = None
+        if self._stale and (self._refresher is None or self._refresher.done()):
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_keys())
+
+    async def _refresh_keys(self) -> None:
+        """Re-read the keys in ``_stale`` into every copy handed out (a session keeps
+        its copy: a temp key unbound or a key destroyed elsewhere must show there)."""
+        failures = 0
+        while self._stale:
+            ids = list(self._stale)[:_REFRESH_CHUNK]
+            for i in ids:
+                del self._stale[i]
+            k = auth_keys.c
+            token = self._keys_topic.token()
+            try:
+                async with self.engine.connect() as conn:
+                    rows = {
+                        r.auth_key_id: r
+                        for r in await conn.execute(
+                            sa.select(
+                                k.auth_key_id, k.perm_auth_key_id, k.expires_at, k.layer
+                            ).where(k.auth_key_id.in_(ids))
+                        )
+                    }
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("authsession: re-reading changed keys failed (%s); retrying", exc)
+                self._stale.update(dict.fromkeys(ids))
+                await asyncio.sleep(1.0)
+                continue
+            failures = 0
+            for i in ids:
+                if not self._keys_topic.clean(token, [i]):
+                    self._stale[i] = None  # changed here or elsewhere meanwhile: again
+                    continue
+                row = rows.get(i)
+                for info in self._copies(i):
+                    if row is None:  # destroyed: expired, for every session holding it
+                        info.expires_at = 0
+                        info.perm_auth_key_id = None
+                    else:
+                        info.perm_auth_key_id = row.perm_auth_key_id
+                        info.expires_at = row.expires_at
+                        info.layer = row.layer
 
     def _row_to_info(self, row: Any) -> AuthKeyInfo:
         return AuthKeyInfo(
@@ -226,22 +362,37 @@ class AuthSessionService:
 
     async def get_key(self, auth_key_id: int, now: float | None = None) -> AuthKeyInfo | None:
         """The key, or None if unknown or an expired temporary key."""
-        info = self._cache.get(auth_key_id)
+        info = self._cache.get(auth_key_id) or await self._load_key(auth_key_id)
         if info is None:
+            return None
+        if info.expires_at is not None and info.expires_at < (now or time.time()):
+            return None
+        return info
+
+    async def _load_key(self, auth_key_id: int) -> AuthKeyInfo | None:
+        """Read a key into the cache. A read that a change of the key raced is not
+        cached but done again; the last one is used as read (and re-read soon)."""
+        info: AuthKeyInfo | None = None
+        for _ in range(LOAD_TRIES):
+            token = self._keys_topic.token()
             async with self.engine.connect() as conn:
                 row = (
                     await conn.execute(
                         sa.select(auth_keys).where(auth_keys.c.auth_key_id == auth_key_id)
                     )
                 ).first()
+            cached = self._cache.get(auth_key_id)
+            if cached is not None:  # loaded meanwhile: one copy
+                return cached
             if row is None:
                 return None
-            info = self._row_to_info(row)
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[auth_key_id] = info
-        if info.expires_at is not None and info.expires_at < (now or time.time()):
-            return None
+            info = self._hand_out(self._row_to_info(row))
+            if self._keys_topic.clean(token, [auth_key_id]):
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[auth_key_id] = info
+                return info
+        self._refresh_later([auth_key_id])
         return info
 
     async def key_exists(self, auth_key_id: int) -> bool:
@@ -271,7 +422,7 @@ class AuthSessionService:
                 )
         except IntegrityError:
             return False
-        self._cache[info.auth_key_id] = info
+        self._cache[info.auth_key_id] = self._hand_out(info)
         return True
 
     async def _update(self, auth_key_id: int, **values: Any) -> None:
@@ -283,6 +434,15 @@ class AuthSessionService:
     async def bind_temp_key(self, temp_id: int, perm_id: int, expires_at: int) -> None:
         """Bind; a permanent key has one temporary key at a time (the new one wins)."""
         async with self.engine.begin() as conn:
+            # The temp keys that lose their binding: other processes must hear of them.
+            unbound = [
+                r.auth_key_id
+                for r in await conn.execute(
+                    sa.select(auth_keys.c.auth_key_id)
+                    .where(auth_keys.c.perm_auth_key_id == perm_id)
+                    .where(auth_keys.c.auth_key_id != temp_id)
+                )
+            ]
             await conn.execute(
                 auth_keys.update()
                 .where(auth_keys.c.perm_auth_key_id == perm_id)
@@ -309,21 +469,22 @@ class AuthSessionService:
                     .where(auth_keys.c.auth_key_id == perm_id)
                     .values(**{c: getattr(temp, c) for c in _CLIENT_COLUMNS})
                 )
-        for other in self._cache.values():
-            if other.perm_auth_key_id == perm_id and other.auth_key_id != temp_id:
+        for other_id in unbound:
+            for other in self._copies(other_id):
                 other.perm_auth_key_id = None
-        info = self._cache.get(temp_id)
-        if info is not None:
+        for info in self._copies(temp_id):
             info.perm_auth_key_id = perm_id
             info.expires_at = expires_at
+        self._keys_topic.changed([temp_id, *unbound])
 
     async def set_layer(self, auth_key_id: int, layer: int) -> None:
         info = self._cache.get(auth_key_id)
         if info is not None and info.layer == layer:
             return
         await self._update(auth_key_id, layer=layer)
-        if info is not None:
-            info.layer = layer
+        for copy in self._copies(auth_key_id):
+            copy.layer = layer
+        self._keys_topic.changed([auth_key_id])
 
     async def set_client_info(self, auth_key_id: int, client: ClientInfo) -> None:
         """Remember initConnection's app info; a bound temp key's goes to its permanent
@@ -377,6 +538,11 @@ class AuthSessionService:
                 login_tokens.delete().where(login_tokens.c.auth_key_id == auth_key_id)
             )
         self._users[auth_key_id] = None
+        for copy in self._copies(auth_key_id):  # a session may hold one: expired
+            copy.expires_at = 0
+            copy.perm_auth_key_id = None
+        self._keys_topic.changed([auth_key_id])
+        self._users_topic.changed([auth_key_id])
         return bool(result.rowcount)
 
     # ----------------------------------------------------------- authorizations
@@ -390,11 +556,17 @@ class AuthSessionService:
         None too while the 2FA password is still to be checked: such a key may only
         finish signing in (account.getPassword, auth.checkPassword).
         """
-        if auth_key_id in self._users:
-            return self._users[auth_key_id]
-        rec = await self.authorization_of_key(auth_key_id)
-        user_id = rec.user_id if rec is not None and not rec.password_pending else None
-        self._users[auth_key_id] = user_id
+        user_id: int | None = None
+        for _ in range(LOAD_TRIES):
+            if auth_key_id in self._users:
+                return self._users[auth_key_id]
+            token = self._users_topic.token()
+            rec = await self.authorization_of_key(auth_key_id)
+            user_id = rec.user_id if rec is not None and not rec.password_pending else None
+            # A sign-in or sign-out that raced the read: not kept, read again.
+            if self._users_topic.clean(token, [auth_key_id]):
+                self._users[auth_key_id] = user_id
+                return user_id
         return user_id
 
     async def bind_user(
@@ -427,6 +599,7 @@ class AuthSessionService:
                 )
             )
         self._users[auth_key_id] = None if password_pending else user_id
+        self._users_topic.changed([auth_key_id])
         return auth_hash
 
     async def unbind_key(self, auth_key_id: int) -> int | None:
@@ -450,6 +623,7 @@ class AuthSessionService:
         finally:
             self._unbinding.discard(auth_key_id)
         self._users[auth_key_id] = None
+        self._users_topic.changed([auth_key_id])
         return row.user_id if row is not None else None
 
     async def unbind_others(self, user_id: int, keep_auth_key_id: int) -> list[int]:
@@ -466,6 +640,7 @@ class AuthSessionService:
             await conn.execute(authorizations.delete().where(cond))
         for key in keys:
             self._users[key] = None
+        self._users_topic.changed(keys)
         return keys
 
     async def authorization_of_key(self, auth_key_id: int) -> AuthorizationRecord | None:
@@ -509,6 +684,7 @@ class AuthSessionService:
                 .values(password_pending=False, active_at=now or int(time.time()))
             )
         self._users[auth_key_id] = user_id
+        self._users_topic.changed([auth_key_id])
         return user_id
 
     # ------------------------------------------------------------------ login codes
@@ -762,6 +938,7 @@ class AuthSessionService:
     async def get_password(self, user_id: int) -> PasswordRecord | None:
         if user_id in self._passwords:
             return self._passwords[user_id]
+        token = self._passwords_topic.token()
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -778,7 +955,8 @@ class AuthSessionService:
                 hint=row.hint,
                 email=row.email,
             )
-        self._remember(self._passwords, user_id, rec)
+        if self._passwords_topic.clean(token, [user_id]):  # else a change raced the read
+            self._remember(self._passwords, user_id, rec)
         return rec
 
     async def set_password(self, user_id: int, rec: PasswordRecord | None) -> None:
@@ -800,6 +978,7 @@ class AuthSessionService:
         # Challenges computed for the old password are useless now.
         self.srp.forget_user(user_id)
         self._offered.pop(user_id, None)
+        self._passwords_topic.changed([user_id])
 
     async def password_info(self, user_id: int) -> types.account.Password:
         """account.getPassword: a fresh SRP challenge if a password is set, and the

@@ -12,18 +12,20 @@ kicked user. Rights follow Telegram:
 * a kicked user (``view_messages`` banned) is no longer a member and, in a private
   channel, cannot read it (CHANNEL_PRIVATE).
 
-Records are cached whole (members included) after the first read: the embedded
-default has one process; a split deployment reads through (#9).
+Records are cached whole (members included) after the first read. In split mode
+several processes write the same rows: each change is published after its commit,
+and other processes drop their copies (``teamgram.infra.invalidation``, #9).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +35,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
 from teamgram.infra.group_commit import Tx
+from teamgram.infra.invalidation import (
+    LOAD_TRIES,
+    CacheTopic,
+    Invalidations,
+    Key,
+    LocalInvalidations,
+)
 from teamgram.service.biz.chat import check_title
 from teamgram.service.biz.tables import channel_admin_log, channel_participants, channels
 from teamgram.service.biz.users import valid_username
 from teamgram.tl import TLObject, decode, types
+
+# Cache invalidation topics (split mode): ids of channels whose record changed, and
+# ids of users whose channel memberships changed.
+TOPIC_CHANNELS = "channels"
+TOPIC_CHANNEL_MEMBERS = "channels.members"
 
 ROLE_MEMBER = 0
 ROLE_ADMIN = 1
@@ -315,6 +329,40 @@ class ChannelService:
         self._users_loaded: set[int] = set()
         # Usernames are one namespace with users' (the users service plugs in).
         self.username_taken_by_user: Callable[[str], Awaitable[bool]] | None = None
+        # Other processes' changes drop cached records (split mode; see use_invalidations).
+        self.invalidations: Invalidations = LocalInvalidations()
+        self._records = CacheTopic(TOPIC_CHANNELS, self._drop_records)
+        self._memberships = CacheTopic(TOPIC_CHANNEL_MEMBERS, self._drop_memberships)
+        # A loaded record's first version: above any version an earlier copy of the
+        # same channel reached, so views cached from that copy are not taken for its.
+        self._loads = itertools.count(1)
+
+    def use_invalidations(self, invalidations: Invalidations) -> None:
+        """Publish this process's changes there, and drop what other processes change."""
+        self.invalidations = invalidations
+        self._records.attach(invalidations)
+        self._memberships.attach(invalidations)
+
+    def _drop_records(self, ids: list[Key] | None) -> None:
+        if ids is None:
+            self._cache.clear()
+        else:
+            for i in ids:
+                self._cache.pop(int(i), None)
+
+    def _drop_memberships(self, user_ids: list[Key] | None) -> None:
+        if user_ids is None:
+            self._by_user.clear()
+            self._users_loaded.clear()
+        else:
+            for u in user_ids:
+                self._by_user.pop(int(u), None)
+                self._users_loaded.discard(int(u))
+
+    def _changed(self, rec: ChannelRecord, members: Iterable[int] = ()) -> None:
+        """After a commit: the record changed (and these users' memberships may have)."""
+        self._records.changed([rec.id])
+        self._memberships.changed(members)
 
     # --------------------------------------------------------- access hashes
     def access_hash(self, viewer_id: int, channel_id: int) -> int:
@@ -367,6 +415,7 @@ class ChannelService:
         rec = self._cache.get(channel_id)
         if rec is not None:
             return rec
+        token = self._records.token()
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(sa.select(channels).where(channels.c.id == channel_id))
@@ -391,6 +440,7 @@ class ChannelService:
                 migrated_from_chat_id=row.migrated_from_chat_id,
                 migrated_from_max_id=row.migrated_from_max_id,
                 dc_id=self.dc_id,
+                version=next(self._loads) << 32,
             )
             t = channel_participants
             for p in await conn.execute(sa.select(t).where(t.c.channel_id == channel_id)):
@@ -408,7 +458,8 @@ class ChannelService:
                 rec.participants[p.user_id] = part
                 if part.is_member:
                     rec.members.add(p.user_id)
-        self._cache[channel_id] = rec
+        if self._records.clean(token, [channel_id]):  # else a change raced the read
+            self._cache[channel_id] = rec
         return rec
 
     async def get_many(self, ids: list[int]) -> list[ChannelRecord]:
@@ -421,18 +472,24 @@ class ChannelService:
 
     async def channels_of(self, user_id: int) -> set[int]:
         """Channels the user is a member of (for getDifference and the dialog list)."""
-        if user_id not in self._users_loaded:
+        mine: set[int] = set()
+        for _ in range(LOAD_TRIES):
+            if user_id in self._users_loaded:
+                return set(self._by_user.get(user_id, ()))
+            token = self._memberships.token()
             t = channel_participants
             async with self.engine.connect() as conn:
                 rows = await conn.execute(
                     sa.select(t.c.channel_id).where(t.c.user_id == user_id, t.c.role != ROLE_BANNED)
                 )
                 ids = {r.channel_id for r in rows}
-            for c in await self.get_many(sorted(ids)):
-                if not c.deleted:
-                    self._by_user.setdefault(user_id, set()).add(c.id)
-            self._users_loaded.add(user_id)
-        return set(self._by_user.get(user_id, ()))
+            mine = {c.id for c in await self.get_many(sorted(ids)) if not c.deleted}
+            if self._memberships.clean(token, [user_id]):  # else a change raced the read
+                if mine:
+                    self._by_user[user_id] = mine
+                self._users_loaded.add(user_id)
+                return set(mine)
+        return mine
 
     async def by_username(self, username: str) -> ChannelRecord | None:
         async with self.engine.connect() as conn:
@@ -521,6 +578,7 @@ class ChannelService:
         rec.participants[creator_id] = creator
         self._cache[rec.id] = rec
         self._track(rec, creator_id, True)
+        self._memberships.changed([creator_id])
         return rec
 
     async def _save_participant(self, rec: ChannelRecord, p: Participant) -> None:
@@ -530,6 +588,7 @@ class ChannelService:
             await conn.execute(t.insert().values(**p.row(rec.id)))
         rec.participants[p.user_id] = p
         self._track(rec, p.user_id, p.is_member)
+        self._changed(rec, [p.user_id])
 
     def plan_members(
         self, rec: ChannelRecord, user_ids: list[int], inviter_id: int
@@ -632,6 +691,7 @@ class ChannelService:
         for p in add:
             rec.participants[p.user_id] = p
             self._track(rec, p.user_id, p.is_member)
+        self._changed(rec, [*drop, *(p.user_id for p in add)])
 
     async def add_members(
         self, rec: ChannelRecord, user_ids: list[int], inviter_id: int
@@ -739,6 +799,7 @@ class ChannelService:
                 v = decode(v) if v else None
             if hasattr(rec, k):
                 setattr(rec, k, v)
+        self._changed(rec)
 
     def check_admin(self, rec: ChannelRecord, user_id: int, right: str) -> None:
         """Admin actions: CHAT_ADMIN_REQUIRED without the right. In a supergroup, members
@@ -884,6 +945,7 @@ class ChannelService:
         await self._set(rec, deleted=True, username=None, username_lower=None)
         for uid in members:
             self._by_user.get(uid, set()).discard(rec.id)
+        self._memberships.changed(members)
         return members
 
     # ------------------------------------------------------------ participants

@@ -18,9 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
+from teamgram.infra.invalidation import CacheTopic, Invalidations, Key, LocalInvalidations
 from teamgram.service.biz.peers import PEER_CHAT
 from teamgram.service.biz.tables import chat_invites, chat_participants, chats
 from teamgram.tl import decode, types
+
+# Cache invalidation topic (split mode): ids of chats whose record changed.
+TOPIC_CHATS = "chats"
 
 # Telegram's limits for basic groups.
 CHAT_MEMBERS_MAX = 200
@@ -135,6 +139,21 @@ class ChatService:
         self.dc_id = dc_id
         self._cache: dict[int, ChatRecord] = {}
         self.channel_hash: Callable[[int, int], int] | None = None
+        # Other processes' changes drop cached records (split mode; see use_invalidations).
+        self.invalidations: Invalidations = LocalInvalidations()
+        self._records = CacheTopic(TOPIC_CHATS, self._drop_records)
+
+    def use_invalidations(self, invalidations: Invalidations) -> None:
+        """Publish this process's changes there, and drop what other processes change."""
+        self.invalidations = invalidations
+        self._records.attach(invalidations)
+
+    def _drop_records(self, ids: list[Key] | None) -> None:
+        if ids is None:
+            self._cache.clear()
+        else:
+            for i in ids:
+                self._cache.pop(int(i), None)
 
     async def create(self, creator_id: int, title: str, member_ids: list[int]) -> ChatRecord:
         title = check_title(title)
@@ -200,6 +219,7 @@ class ChatService:
         rec = self._cache.get(chat_id)
         if rec is not None:
             return rec
+        token = self._records.token()
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(chats).where(chats.c.id == chat_id))).first()
             if row is None:
@@ -223,7 +243,8 @@ class ChatService:
             )
             for m in members:
                 rec.members[m.user_id] = Member(m.user_id, m.inviter_id, m.date, bool(m.admin))
-        self._cache[chat_id] = rec
+        if self._records.clean(token, [chat_id]):  # else a change raced the read
+            self._cache[chat_id] = rec
         return rec
 
     async def get_many(self, ids: list[int]) -> list[ChatRecord]:
@@ -260,6 +281,7 @@ class ChatService:
             )
         rec.members[user_id] = Member(user_id, inviter_id, now)
         rec.version += 1
+        self._records.changed([chat_id])
         return rec
 
     async def remove_member(self, chat_id: int, user_id: int, by_id: int) -> ChatRecord:
@@ -286,6 +308,7 @@ class ChatService:
             )
         del rec.members[user_id]
         rec.version += 1
+        self._records.changed([chat_id])
         return rec
 
     async def set_title(self, chat_id: int, title: str, by_id: int) -> ChatRecord:
@@ -297,11 +320,13 @@ class ChatService:
         async with self.engine.begin() as conn:
             await conn.execute(chats.update().where(chats.c.id == chat_id).values(title=title))
         rec.title = title
+        self._records.changed([chat_id])
         return rec
 
     async def _set(self, rec: ChatRecord, **values: Any) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(chats.update().where(chats.c.id == rec.id).values(**values))
+        self._records.changed([rec.id])  # the caller updates rec at once, no await between
 
     async def set_admin(self, chat_id: int, user_id: int, is_admin: bool, by_id: int) -> ChatRecord:
         """Only the creator names admins (Telegram's rule for basic groups)."""
@@ -326,6 +351,7 @@ class ChatService:
             )
         member.admin = is_admin
         rec.version += 1
+        self._records.changed([chat_id])
         return rec
 
     async def set_banned_rights(self, chat_id: int, rights: Any, by_id: int) -> ChatRecord:
@@ -515,6 +541,7 @@ class ChatService:
         rec.deactivated = True
         rec.migrated_to = migrated_to
         rec.version += 1
+        self._records.changed([chat_id])
 
     async def invite(
         self, invite_hash: str, member_id: int | None = None
@@ -559,6 +586,7 @@ class ChatService:
             )
         rec.members[user_id] = Member(user_id, row.admin_id, now)
         rec.version += 1
+        self._records.changed([rec.id])
         return rec, row.admin_id
 
 

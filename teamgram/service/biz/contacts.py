@@ -18,7 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from teamgram.infra.invalidation import CacheTopic, Invalidations, Key, LocalInvalidations
 from teamgram.service.biz.tables import blocked, contacts
+
+# Cache invalidation topics (split mode): owners whose contact / block list changed.
+TOPIC_CONTACTS = "contacts"
+TOPIC_BLOCKED = "blocked"
 
 # Owners whose lists stay in memory; the oldest is forgotten past this.
 _CACHE_MAX = 50_000
@@ -61,6 +66,30 @@ class ContactService:
         self.engine = engine
         self._contacts: dict[int, dict[int, ContactRecord]] = {}
         self._blocked: dict[int, dict[int, int]] = {}  # owner -> peer -> date
+        # Other processes' changes drop cached lists (split mode; see use_invalidations).
+        self.invalidations: Invalidations = LocalInvalidations()
+        self._contacts_topic = CacheTopic(TOPIC_CONTACTS, self._drop_contacts)
+        self._blocked_topic = CacheTopic(TOPIC_BLOCKED, self._drop_blocked)
+
+    def use_invalidations(self, invalidations: Invalidations) -> None:
+        """Publish this process's changes there, and drop what other processes change."""
+        self.invalidations = invalidations
+        self._contacts_topic.attach(invalidations)
+        self._blocked_topic.attach(invalidations)
+
+    def _drop_contacts(self, owners: list[Key] | None) -> None:
+        if owners is None:
+            self._contacts.clear()
+        else:
+            for o in owners:
+                self._contacts.pop(int(o), None)
+
+    def _drop_blocked(self, owners: list[Key] | None) -> None:
+        if owners is None:
+            self._blocked.clear()
+        else:
+            for o in owners:
+                self._blocked.pop(int(o), None)
 
     # ----------------------------------------------------------------- contacts
     async def contacts_of(self, owner_id: int) -> dict[int, ContactRecord]:
@@ -68,6 +97,7 @@ class ContactService:
         got = self._contacts.get(owner_id)
         if got is not None:
             return got
+        token = self._contacts_topic.token()
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 sa.select(contacts)
@@ -80,6 +110,8 @@ class ContactService:
                 )
                 for r in rows
             }
+        if not self._contacts_topic.clean(token, [owner_id]):
+            return got  # a change raced the read: not kept
         if len(self._contacts) >= _CACHE_MAX:
             self._contacts.pop(next(iter(self._contacts)))
         self._contacts[owner_id] = got
@@ -143,6 +175,7 @@ class ContactService:
             async with self.engine.begin() as conn:
                 await conn.execute(update)
         mine[contact_id] = rec
+        self._contacts_topic.changed([owner_id])
         return rec
 
     async def delete(self, owner_id: int, contact_ids: Iterable[int]) -> list[int]:
@@ -160,6 +193,7 @@ class ContactService:
                 )
         for c in gone:
             mine.pop(c, None)
+        self._contacts_topic.changed([owner_id])
         return gone
 
     # ------------------------------------------------------------------- blocks
@@ -168,9 +202,12 @@ class ContactService:
         got = self._blocked.get(owner_id)
         if got is not None:
             return got
+        token = self._blocked_topic.token()
         async with self.engine.connect() as conn:
             rows = await conn.execute(sa.select(blocked).where(blocked.c.owner_id == owner_id))
             got = {r.peer_id: r.created_at for r in rows}
+        if not self._blocked_topic.clean(token, [owner_id]):
+            return got  # a change raced the read: not kept
         if len(self._blocked) >= _CACHE_MAX:
             self._blocked.pop(next(iter(self._blocked)))
         self._blocked[owner_id] = got
@@ -211,6 +248,7 @@ class ContactService:
         except IntegrityError:  # a concurrent block got there first
             return False
         mine[peer_id] = now
+        self._blocked_topic.changed([owner_id])
         return True
 
     async def unblock(self, owner_id: int, peer_id: int) -> bool:
@@ -223,6 +261,7 @@ class ContactService:
                 blocked.delete().where(blocked.c.owner_id == owner_id, blocked.c.peer_id == peer_id)
             )
         mine.pop(peer_id, None)
+        self._blocked_topic.changed([owner_id])
         return True
 
     async def blocked_page(

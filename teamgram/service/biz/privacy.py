@@ -21,6 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
+from teamgram.infra.invalidation import (
+    LOAD_TRIES,
+    CacheTopic,
+    Invalidations,
+    Key,
+    LocalInvalidations,
+)
 from teamgram.service.biz.tables import user_privacy
 from teamgram.tl import TLDecodeError, TLObject, decode, types
 from teamgram.tl.core import write_vector_objects
@@ -46,6 +53,9 @@ KEYS: dict[str, tuple[type[TLObject], type[TLObject]]] = {
     "saved_music": (types.InputPrivacyKeySavedMusic, types.PrivacyKeySavedMusic),
 }
 _BY_INPUT: dict[type[TLObject], str] = {inp: name for name, (inp, _out) in KEYS.items()}
+
+# Cache invalidation topic (split mode): ids of users whose rules changed.
+TOPIC_PRIVACY = "privacy"
 
 PHONE_NUMBER = "phone_number"
 STATUS_TIMESTAMP = "status_timestamp"
@@ -241,36 +251,76 @@ class PrivacyService:
         # (user_id, key) -> rules; a user's keys are read together on first use
         self._cache: dict[tuple[int, str], list[TLObject]] = {}
         self._loaded: set[int] = set()
+        # Other processes' changes drop cached rules (split mode; see use_invalidations).
+        self.invalidations: Invalidations = LocalInvalidations()
+        self._rules = CacheTopic(TOPIC_PRIVACY, self._drop_users)
 
-    async def _load_users(self, user_ids: Iterable[int]) -> None:
-        missing = [u for u in dict.fromkeys(user_ids) if u not in self._loaded]
-        if not missing:
+    def use_invalidations(self, invalidations: Invalidations) -> None:
+        """Publish this process's changes there, and drop what other processes change."""
+        self.invalidations = invalidations
+        self._rules.attach(invalidations)
+
+    def _drop_users(self, user_ids: list[Key] | None) -> None:
+        if user_ids is None:
+            self._cache.clear()
+            self._loaded.clear()
             return
+        for u in user_ids:
+            self._loaded.discard(int(u))
+            for key in KEYS:
+                self._cache.pop((int(u), key), None)
+
+    async def _fetch(self, user_ids: list[int]) -> dict[tuple[int, str], list[TLObject]]:
+        out: dict[tuple[int, str], list[TLObject]] = {}
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(user_privacy).where(user_privacy.c.user_id.in_(missing))
+                sa.select(user_privacy).where(user_privacy.c.user_id.in_(user_ids))
             )
             for row in rows:
                 rules = _load(bytes(row.rules))
                 if rules is not None and row.key in KEYS:
-                    self._cache[(row.user_id, row.key)] = rules
-        self._loaded.update(missing)
+                    out[(row.user_id, row.key)] = rules
+        return out
+
+    async def _load_users(self, user_ids: Iterable[int], key: str) -> dict[int, list[TLObject]]:
+        """The users' rules for ``key``, those not in memory read (and kept) first.
+
+        A read that a change raced (another process's, or this one's) is not kept:
+        read again, and after :data:`LOAD_TRIES` answered from the database alone.
+        """
+        ids = list(dict.fromkeys(user_ids))
+        missing = [u for u in ids if u not in self._loaded]
+        for _ in range(LOAD_TRIES):
+            if not missing:
+                return {u: self._cached(u, key) for u in ids}
+            token = self._rules.token()
+            fetched = await self._fetch(missing)
+            if self._rules.clean(token, missing):
+                self._cache.update(fetched)
+                self._loaded.update(missing)
+            # Users kept before the read may have been dropped during it: again.
+            missing = [u for u in ids if u not in self._loaded]
+        if not missing:
+            return {u: self._cached(u, key) for u in ids}
+        fetched = await self._fetch(ids)
+        return {u: fetched.get((u, key)) or self._default(key) for u in ids}
 
     async def get_rules(self, user_id: int, key: str) -> list[TLObject]:
         """The user's rules for ``key`` (Telegram's default when never set)."""
-        await self._load_users([user_id])
-        return self._cached(user_id, key)
+        return (await self._load_users([user_id], key))[user_id]
 
     async def rules_of_many(self, user_ids: Iterable[int], key: str) -> dict[int, list[TLObject]]:
         """Rules of many owners at once (one query for those not cached yet)."""
-        ids = list(user_ids)
-        await self._load_users(ids)
-        return {u: self._cached(u, key) for u in ids}
+        return await self._load_users(user_ids, key)
 
     def _cached(self, user_id: int, key: str) -> list[TLObject]:
         rules = self._cache.get((user_id, key))
         if rules is not None:
             return rules
+        return self._default(key)
+
+    @staticmethod
+    def _default(key: str) -> list[TLObject]:
         # Shared like the cached lists (nobody changes them in place): building the
         # defaults anew for every owner of every User view was a hot spot.
         default = _SHARED_DEFAULTS.get(key)
@@ -279,7 +329,7 @@ class PrivacyService:
         return default
 
     async def set_rules(self, user_id: int, key: str, rules: list[TLObject]) -> list[TLObject]:
-        await self._load_users([user_id])
+        await self._load_users([user_id], key)
         data = _dump(rules)
         async with self.engine.begin() as conn:
             done = await conn.execute(
@@ -292,6 +342,7 @@ class PrivacyService:
                     user_privacy.insert().values(user_id=user_id, key=key, rules=data)
                 )
         self._cache[(user_id, key)] = list(rules)
+        self._rules.changed([user_id])
         return list(rules)
 
     async def allow_user(self, user_id: int, key: str, other_id: int) -> list[TLObject]:

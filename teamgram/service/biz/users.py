@@ -32,6 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
 from teamgram.infra.database import upsert
+from teamgram.infra.invalidation import (
+    LOAD_TRIES,
+    CacheTopic,
+    Invalidations,
+    Key,
+    LocalInvalidations,
+)
 from teamgram.service.biz import privacy as pv
 from teamgram.service.biz.contacts import ContactRecord, ContactService
 from teamgram.service.biz.tables import notify_settings, users
@@ -51,6 +58,10 @@ USERNAME_MAX = 32
 _USERNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*[A-Za-z0-9]")
 # What contacts.resolveUsername accepts before looking (short collectible names too).
 _RESOLVABLE_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
+
+# Cache invalidation topics (split mode): user ids whose record / notify settings changed.
+TOPIC_USERS = "users"
+TOPIC_NOTIFY = "users.notify"
 
 # How a hidden last seen is rounded (Telegram's buckets), in seconds.
 RECENTLY = 3 * 86400
@@ -182,13 +193,16 @@ class UserService:
         self.idgen = idgen
         self.secret = secret
         self._cache: dict[int, UserRecord] = {}
+        # Other processes' changes drop cached records (split mode; see use_invalidations).
+        self.invalidations: Invalidations = LocalInvalidations()
+        self._records = CacheTopic(TOPIC_USERS, self._drop_records)
+        self._notify_topic = CacheTopic(TOPIC_NOTIFY, self._drop_notify)
         self.contacts: ContactService | None = None
         self.privacy: pv.PrivacyService | None = None
         self.presence: Presence | None = None
-        # (user, notify peer key) -> PeerNotifySettings, for users loaded from
-        # the notify_settings table
-        self._notify: dict[tuple[int, str], TLObject] = {}
-        self._notify_loaded: set[int] = set()
+        # user -> notify peer key -> PeerNotifySettings, for users loaded from the
+        # notify_settings table
+        self._notify: dict[int, dict[str, TLObject]] = {}
         # The data center photos are served from (help.getConfig's this_dc).
         self.dc_id = 2
         # photo id -> the Photo object (media plugs in; UserFull.profile_photo)
@@ -206,6 +220,26 @@ class UserService:
         self.contacts = contacts or self.contacts
         self.privacy = privacy or self.privacy
         self.presence = presence or self.presence
+
+    def use_invalidations(self, invalidations: Invalidations) -> None:
+        """Publish this process's changes there, and drop what other processes change."""
+        self.invalidations = invalidations
+        self._records.attach(invalidations)
+        self._notify_topic.attach(invalidations)
+
+    def _drop_records(self, ids: list[Key] | None) -> None:
+        if ids is None:
+            self._cache.clear()
+        else:
+            for i in ids:
+                self._cache.pop(int(i), None)
+
+    def _drop_notify(self, ids: list[Key] | None) -> None:
+        if ids is None:
+            self._notify.clear()
+        else:
+            for i in ids:
+                self._notify.pop(int(i), None)
 
     # ------------------------------------------------------------ access hashes
     def access_hash(self, viewer_id: int, user_id: int) -> int:
@@ -267,25 +301,31 @@ class UserService:
         out = {i: self._cache[i] for i in ids if i in self._cache}
         missing = [i for i in ids if i not in out]
         if missing:
+            token = self._records.token()
             async with self.engine.connect() as conn:
                 rows = await conn.execute(sa.select(users).where(users.c.id.in_(missing)))
-                for row in rows:
-                    rec = _record(row)
+                loaded = [_record(row) for row in rows]
+            keep = self._records.clean(token, missing)  # else a change raced the read
+            for rec in loaded:
+                if keep:
                     self._cache[rec.id] = rec
-                    out[rec.id] = rec
+                out[rec.id] = rec
         return out
 
     async def by_phone(self, phone: str) -> UserRecord | None:
+        token = self._records.token()
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.phone == phone))).first()
         if row is None:
             return None
         rec = _record(row)
-        self._cache[rec.id] = rec
+        if self._records.clean(token, [rec.id]):
+            self._cache[rec.id] = rec
         return rec
 
     async def by_username(self, username: str) -> UserRecord | None:
         """The account holding ``username`` (case-insensitive)."""
+        token = self._records.token()
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -296,7 +336,9 @@ class UserService:
             return None
         rec = self._cache.get(row.id)
         if rec is None:
-            rec = self._cache[row.id] = _record(row)
+            rec = _record(row)
+            if self._records.clean(token, [rec.id]):
+                self._cache[rec.id] = rec
         return rec
 
     async def resolve_username(self, username: str) -> UserRecord:
@@ -321,6 +363,7 @@ class UserService:
         like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         word = "% " + like
         skip = set(exclude)
+        token = self._records.token()
         cond = sa.or_(
             users.c.username_lower.like(like, escape="\\"),
             sa.and_(
@@ -340,11 +383,12 @@ class UserService:
                 .limit(limit + len(skip))
             )
             found = [_record(r) for r in rows]
+        keep = self._records.clean(token, [rec.id for rec in found])
         out: list[UserRecord] = []
         for rec in found:
             if rec.id in skip:
                 continue
-            out.append(self._cache.setdefault(rec.id, rec))
+            out.append(self._cache.setdefault(rec.id, rec) if keep else rec)
             if len(out) >= limit:
                 break
         return out
@@ -395,6 +439,7 @@ class UserService:
         for k, v in values.items():
             if hasattr(rec, k):
                 setattr(rec, k, v)
+        self._records.changed([user_id])
         return rec
 
     async def update_profile(
@@ -502,19 +547,22 @@ class UserService:
     # -------------------------------------------------------- notify settings
     def notify_settings(self, user_id: int, key: str) -> TLObject:
         """``key``: "peer:<id>", "users", "chats" or "broadcasts" (after :meth:`load_notify`)."""
-        return self._notify.get((user_id, key)) or default_notify_settings()
+        return self._notify.get(user_id, {}).get(key) or default_notify_settings()
 
     async def load_notify(self, user_id: int) -> None:
         """Bring the user's notification settings into memory (once)."""
-        if user_id in self._notify_loaded:
-            return
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(notify_settings).where(notify_settings.c.user_id == user_id)
-            )
-            for r in rows:
-                self._notify[(user_id, r.peer_key)] = decode(r.settings)
-        self._notify_loaded.add(user_id)
+        for _ in range(LOAD_TRIES):
+            if user_id in self._notify:
+                return
+            token = self._notify_topic.token()
+            async with self.engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.select(notify_settings).where(notify_settings.c.user_id == user_id)
+                )
+                got = {r.peer_key: decode(r.settings) for r in rows}
+            if self._notify_topic.clean(token, [user_id]):
+                self._notify[user_id] = got
+                return
 
     async def get_notify_settings(self, user_id: int, key: str) -> TLObject:
         await self.load_notify(user_id)
@@ -531,7 +579,10 @@ class UserService:
                     {"settings": settings.to_bytes()},
                 )
             )
-        self._notify[(user_id, key)] = settings
+        mine = self._notify.get(user_id)
+        if mine is not None:
+            mine[key] = settings
+        self._notify_topic.changed([user_id])
 
     # ------------------------------------------------------------------ views
     async def _viewing(self, viewer_id: int, others: list[int]) -> _Viewing:
