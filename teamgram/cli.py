@@ -3,6 +3,12 @@
 ``teamgramd`` alone is ``teamgramd serve``: the all-in-one server in the foreground
 on the embedded default. ``teamgramd keys`` creates the server key if missing and
 prints its public key and fingerprint, for patching clients.
+
+Split mode (#9): ``teamgramd run SERVICES`` runs some services in one process
+(``serve``'s flags, plus ``--instance-id``, ``--rpc-host``, ``--rpc-port``); without
+``--config`` it reads ``etc/<service>.yaml`` (relative to the working directory) for
+each named service that has one. ``teamgramd cluster FILE`` runs a topology of such
+processes and supervises them (``teamgram/supervisor.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from teamgram.config import ConfigError, ServerConfig, load_config
+from teamgram.supervisor import (
+    SERVICES,
+    Supervisor,
+    TopologyError,
+    load_topology,
+    parse_services,
+)
 
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -74,6 +87,50 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
+def _services_arg(value: str) -> tuple[str, ...]:
+    try:
+        return parse_services(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "services",
+        type=_services_arg,
+        metavar="SERVICES",
+        help=f"comma list of services to run in this process, among: {', '.join(SERVICES)}",
+    )
+    _add_serve_args(p)
+    p.add_argument(
+        "--instance-id",
+        metavar="ID",
+        help="this process's unique name in the cluster (default <hostname>-<pid>)",
+    )
+    p.add_argument(
+        "--rpc-host", metavar="ADDR", help="listen address for calls from other processes"
+    )
+    p.add_argument("--rpc-port", type=int, metavar="P", help="port for calls from other processes")
+
+
+def service_config_files(services: tuple[str, ...], etc: Path = Path("etc")) -> list[Path]:
+    """``etc/<service>.yaml`` of each service that has one, in the order named."""
+    return [etc / f"{name}.yaml" for name in services if (etc / f"{name}.yaml").is_file()]
+
+
+def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o = _overrides(args)
+    cluster: dict[str, Any] = {"services": list(args.services)}
+    if args.instance_id is not None:
+        cluster["instance_id"] = args.instance_id
+    if args.rpc_host is not None:
+        cluster["rpc_host"] = args.rpc_host
+    if args.rpc_port is not None:
+        cluster["rpc_port"] = args.rpc_port
+    o["cluster"] = cluster
+    return o
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -107,6 +164,17 @@ def cmd_keys(cfg: ServerConfig) -> int:
     return 0
 
 
+def cmd_cluster(path: Path, grace: float | None) -> int:
+    if grace is not None and not grace >= 0:
+        raise ConfigError(f"--grace: expected seconds >= 0, got {grace}")
+    topology = load_topology(path)
+    missing = topology.missing_files()
+    if missing:
+        raise ConfigError(f"{path}: config file(s) not found: {', '.join(missing)}")
+    _setup_logging("INFO")
+    return asyncio.run(Supervisor(topology, grace=grace).run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="teamgramd", description="teamgram-py: a self-hosted Telegram-compatible server"
@@ -116,6 +184,28 @@ def main(argv: list[str] | None = None) -> int:
     keys = sub.add_parser("keys", help="create the server key if missing; print it")
     keys.add_argument("--data-dir", type=Path)
     keys.add_argument("--config", action="append", type=Path, default=[], metavar="FILE")
+    _add_run_args(
+        sub.add_parser(
+            "run",
+            help="run some services in this process (split mode)",
+            description="Run the named services in this process. Without --config, "
+            "etc/<service>.yaml (relative to the working directory) is read for each "
+            "named service that has one; with --config, only the files given are read.",
+        )
+    )
+    cluster = sub.add_parser(
+        "cluster",
+        help="run and supervise a topology of processes (split mode)",
+        description="Start the processes a topology file lists, restart those that "
+        "exit, stop them all on SIGINT/SIGTERM (see etc/cluster.example.yaml).",
+    )
+    cluster.add_argument("file", type=Path, metavar="FILE", help="topology file (YAML)")
+    cluster.add_argument(
+        "--grace",
+        type=float,
+        metavar="S",
+        help="seconds between SIGTERM and SIGKILL at stop (default: the file's grace, or 10)",
+    )
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
@@ -125,9 +215,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keys":
             o = {"data_dir": str(args.data_dir)} if args.data_dir else {}
             return cmd_keys(load_config(args.config, overrides=o))
+        if args.command == "cluster":
+            return cmd_cluster(args.file, args.grace)
+        if args.command == "run":
+            paths = args.config or service_config_files(args.services)
+            return cmd_serve(load_config(paths, overrides=_run_overrides(args)))
         return cmd_serve(load_config(args.config, overrides=_overrides(args)))
     except ConfigError as exc:
         print(f"teamgramd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except TopologyError as exc:
+        print(f"teamgramd: topology error: {exc}", file=sys.stderr)
         return 2
 
 
