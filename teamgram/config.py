@@ -150,6 +150,43 @@ class FilesConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Split mode (#9): this process's part of a cluster. Empty ``services``: the
+    embedded default, every service in this one process on its own engines."""
+
+    # Which services this process runs (``teamgramd run gnetway,session,bff``).
+    services: list[str] = field(default_factory=list)
+    # Unique per process; empty: <hostname>-<pid>.
+    instance_id: str = ""
+    # gRPC listener for the calls other processes make to this one.
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = 0
+    # Address other processes use to reach the gRPC listener; empty: rpc_host:port.
+    rpc_advertise: str = ""
+    # Names this cluster's keys in the shared engines (Redis keys, JetStream
+    # streams, etcd prefix), so several clusters can share them.
+    namespace: str = "teamgram"
+    # Cache, session routes, cache invalidation (Redis).
+    redis_url: str = ""
+    # Event pipeline (NATS JetStream); empty: updates go straight to the sessions.
+    nats_url: str = ""
+    # Discovery: etcd endpoints (host:port); empty: static (``static_instances``).
+    etcd_endpoints: list[str] = field(default_factory=list)
+    # Static discovery: "<host:port>" of every session process's rpc listener (its
+    # instance id in the session routes, too).
+    static_sessions: list[str] = field(default_factory=list)
+    # Seconds an instance outlives its last keep-alive (etcd lease).
+    etcd_ttl: int = 5
+    # How updates reach other processes' sessions: "pipeline" (JetStream, then
+    # the sync process) or "direct" (gRPC from the writing process).
+    delivery: str = "pipeline"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.services)
+
+
+@dataclass
 class ServerConfig:
     data_dir: Path = Path("./data")
     dc_id: int = 2
@@ -168,6 +205,7 @@ class ServerConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     messages: MessagesConfig = field(default_factory=MessagesConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def advertised_host(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from contextlib import suppress
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from teamgram import split
 from teamgram.bff import account as bff_account
 from teamgram.bff import auth as bff_auth
 from teamgram.bff import channels as bff_channels
@@ -116,11 +118,20 @@ class Server:
         self.session_host: SessionHost
         # What services use of the session layer (the host itself, in one process).
         self.sessions: SessionDirectory
-        self.gateway: Gateway
-        self.http: HttpServer
+        self.gateway: Gateway | None = None
+        self.http: HttpServer | None = None
+        # Split mode (#9): what this process runs, and its cross-process parts.
+        self.plan: split.ProcessPlan | None = None
+        self.split: split.SplitParts | None = None
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.cluster.enabled:
+            self.plan = split.plan(cfg.cluster.services)
+            split.check_engines(cfg.cluster, cfg.database_url)
+        # Several processes write the same database: counters are read under row
+        # locks instead of cached (see teamgram/messenger/msg/box_ids.py).
+        shared = self.plan is not None
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.server_keys = await asyncio.to_thread(
             lambda: [load_or_create_server_key(cfg.data_dir / name) for name in cfg.rsa_keys]
@@ -133,23 +144,29 @@ class Server:
         self.privacy = PrivacyService(self.engine)
         self.session_host = SessionHost(self, Dispatcher(*ROUTERS))
         self.sessions = self.session_host
-        self.status = StatusService(self.users, self.contacts, self.session_host.push_to_user)
+        # Through self.sessions at call time: split mode replaces it below.
+        self.status = StatusService(
+            self.users,
+            self.contacts,
+            lambda user, updates, *a, **kw: self.sessions.push_to_user(user, updates, *a, **kw),
+        )
         self.users.plug(contacts=self.contacts, privacy=self.privacy, presence=self.status)
         self.session_host.on_user_offline.append(self.status.on_user_offline)
         self.reaper = AccountReaper(
-            self.users, self.authsession, self.status, self.session_host.revoke_key
+            self.users, self.authsession, self.status, lambda key: self.sessions.revoke_key(key)
         )
-        self.reaper.start()
-        host = self.session_host
+        jobs = self.plan is None or self.plan.sync  # periodic jobs: once per cluster
+        if jobs:
+            self.reaper.start()
         self.writer = GroupCommit(self.engine)
         self.writer.start()
-        self.sync = SyncService(
-            self.engine,
-            lambda user, updates, key: host.push_to_user(user, updates, exclude_key=key),
-        )
-        self.sync.start_retention(cfg.messages.update_log_days)
+        self.sync = SyncService(self.engine, self._push_update, cache_states=not shared)
+        if jobs:
+            self.sync.start_retention(cfg.messages.update_log_days)
         self.dialogs = DialogService(self.engine)
-        self.msg = MsgService(self.engine, self.writer, self.sync, self.dialogs)
+        self.msg = MsgService(
+            self.engine, self.writer, self.sync, self.dialogs, cache_counters=not shared
+        )
         self.chats = ChatService(self.engine, cfg.dc_id)
         self.msg.chat_members = self._chat_members
         self.msg.chat_view = self._chat_view
@@ -160,7 +177,7 @@ class Server:
         self.channels.username_taken_by_user = self._user_has_username
         self.chats.channel_hash = self.channels.access_hash
         self.users.username_taken_elsewhere = self._channel_has_username
-        self.channel_sync = ChannelSync(self.engine)
+        self.channel_sync = ChannelSync(self.engine, cache_states=not shared)
         self.sync.channels = self.channel_sync
         self.channel_msgs = ChannelMessages(
             self.engine, self.writer, self.sync, self.channel_sync, self.dialogs
@@ -189,22 +206,43 @@ class Server:
         self.channel_msgs.media_hook = self.media.refresh
         self.users.dc_id = cfg.dc_id
         self.users.photo_of = self._profile_photo
+        if self.plan is not None:
+            self.split = await split.start_parts(self, self.plan)
         self.session_host.start()
-        self.gateway = Gateway(cfg.gnetway, self.server_keys, self.session_host, self.authsession)
-        await self.gateway.start()
-        self.http = HttpServer(cfg.httpserver, self)
-        await self.http.start()
+        plan = self.plan
+        if plan is None or plan.edge:
+            # The gateway object also admits HTTP connections (per-address limits).
+            self.gateway = Gateway(
+                cfg.gnetway, self.server_keys, self.session_host, self.authsession
+            )
+            if plan is None or plan.gateway:
+                await self.gateway.start()
+        if plan is None or plan.http:
+            self.http = HttpServer(cfg.httpserver, self)
+            await self.http.start()
         key = self.server_keys[0]
+        gw, http = self.gateway, self.http
         log.info(
-            "ready: tcp %s, websocket %s%s, http %s, dc %d advertised at %s, key fingerprint %d",
-            ",".join(map(str, self.gateway.tcp_ports)),
-            self.gateway.ws_port,
+            "ready: %s tcp %s, websocket %s%s, http %s, dc %d advertised at %s, "
+            "key fingerprint %d, pid %d",
+            ",".join(cfg.cluster.services) if plan else "all services,",
+            ",".join(map(str, gw.tcp_ports)) if gw and gw.tcp_ports else "-",
+            gw.ws_port if gw and gw.tcp_ports else "-",
             cfg.gnetway.ws_path,
-            self.http.port,
+            http.port if http else "-",
             cfg.dc_id,
             cfg.advertised_host,
             key.fingerprint,
+            os.getpid(),
         )
+
+    def _push_update(self, user_id: int, updates: Any, exclude_key: int | None) -> None:
+        """Where sync sends what it committed: this process's sessions, or (split
+        mode) the pipeline or the session processes holding the user's keys."""
+        if self.split is not None:
+            self.split.push(user_id, updates, exclude_key)
+        else:
+            self.session_host.push_to_user(user_id, updates, exclude_key=exclude_key)
 
     async def _chat_members(self, chat_id: int) -> list[int]:
         chat = await self.chats.get(chat_id)
@@ -239,12 +277,17 @@ class Server:
         return self.media.photo_tl(rec) if rec is not None else None
 
     async def stop(self) -> None:
-        with suppress(Exception):
-            await self.gateway.stop()
-        with suppress(Exception):
-            await self.http.stop()
+        if self.gateway is not None:
+            with suppress(Exception):
+                await self.gateway.stop()
+        if self.http is not None:
+            with suppress(Exception):
+                await self.http.stop()
         with suppress(Exception):
             await self.session_host.stop()
+        if self.split is not None:
+            with suppress(Exception):
+                await self.split.close()
         with suppress(Exception):
             await self.reaper.stop()
         with suppress(Exception):
@@ -274,6 +317,7 @@ async def run_forever(config: ServerConfig) -> int:
     try:
         await server.start()
     except (OSError, SQLAlchemyError, DatabaseError, ValueError, RuntimeError) as exc:
+        # (split.PlanError is a ValueError: a topology that cannot run.)
         log.error("cannot start: %s", exc)
         await server.stop()
         return 1

@@ -26,7 +26,8 @@ def dc_options(ctx: RequestContext) -> list[types.DcOption]:
     cfg = ctx.server.config
     host = cfg.advertised_host
     # The ports actually bound (a configured 0 means "any free port").
-    ports = ctx.server.gateway.tcp_ports or cfg.gnetway.tcp_ports or [10443]
+    gateway = ctx.server.gateway
+    ports = (gateway.tcp_ports if gateway else None) or cfg.gnetway.tcp_ports or [10443]
     ipv6 = ":" in host
     return [
         types.DcOption(id=dc, ip_address=host, port=port, ipv6=ipv6)

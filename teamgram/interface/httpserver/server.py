@@ -99,7 +99,9 @@ class HttpServer:
 
     @property
     def gateway(self) -> Gateway:
-        return self.server.gateway
+        gateway = self.server.gateway
+        assert gateway is not None, "the server builds a gateway wherever HTTP runs"
+        return gateway
 
     async def start(self) -> None:
         """Listen; a negative port leaves the transport off (``port`` stays None)."""

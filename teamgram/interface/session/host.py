@@ -89,6 +89,9 @@ class HostedSession:
     running: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     user_id: int | None = None
     user_checked: bool = False  # the key's authorization was looked up
+    # The lookup in flight: calls that arrive meanwhile (a client resending its
+    # queue after a reconnect) wait for it instead of being refused.
+    user_lookup: asyncio.Future[int | None] | None = None
 
 
 class SessionHost:
@@ -323,16 +326,15 @@ class SessionHost:
         if key.is_temp and not key.perm_auth_key_id and not (route and route.allow_unbound_temp):
             # PFS: an unbound temporary key may only call what Telegram allows.
             raise RpcError(401, "AUTH_KEY_PERM_EMPTY")
+        if hosted.user_id is None and not hosted.user_checked:
+            # Not cached here (another process signed it in, or the entry was
+            # dropped): ask the database before refusing.
+            await self._look_up_user(hosted)
         if route is None:
             # Telegram answers 401 to every non-auth method before sign-in.
             if hosted.user_id is None:
                 raise RpcError(401, "AUTH_KEY_UNREGISTERED")
             route = self.dispatcher.route(query)
-        if hosted.user_id is None and not hosted.user_checked:
-            hosted.user_checked = True
-            user_id = await self.auth.user_for_key(key.effective_id)
-            if user_id is not None:
-                self._attach(hosted, user_id)
         ctx = RequestContext(
             server=self.server,
             auth_key=key,
@@ -346,6 +348,22 @@ class SessionHost:
         if ctx.user_id is None and not route.allow_anonymous:
             raise RpcError(401, "AUTH_KEY_UNREGISTERED")
         return await route.handler(ctx, query)
+
+    async def _look_up_user(self, hosted: HostedSession) -> None:
+        lookup = hosted.user_lookup
+        if lookup is None:
+            lookup = hosted.user_lookup = asyncio.ensure_future(
+                self.auth.user_for_key(hosted.key.effective_id)
+            )
+        try:
+            user_id = await asyncio.shield(lookup)
+        finally:
+            if hosted.user_lookup is lookup and lookup.done():
+                hosted.user_lookup = None
+        if not hosted.user_checked:  # the first waiter (a sign-in meanwhile wins)
+            if user_id is not None:
+                self._attach(hosted, user_id)
+            hosted.user_checked = True
 
     async def _destroy_auth_key(self, hosted: HostedSession) -> Any:
         key_id = hosted.key.auth_key_id

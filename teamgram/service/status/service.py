@@ -1,7 +1,10 @@
 """status: who is online, and telling their contacts when that changes.
 
-Online state lives in memory (the embedded default; Redis in a split
-deployment): ``account.updateStatus(offline=false)`` makes a user online for
+Online state lives in memory; in split mode each process tells the others its
+users' changes over the cache-invalidation bus (topic ``presence``, keys
+``"<user>:<expires>"``), so a user's status reads the same on every edge, and a
+user is offline only once no edge holds a connection of theirs.
+``account.updateStatus(offline=false)`` makes a user online for
 :data:`ONLINE_TTL` seconds (clients repeat it every few minutes), and
 ``offline=true``, the last connection closing, or the time running out makes
 them offline. Going offline writes the time to the user's row (last seen), so it
@@ -16,16 +19,21 @@ to those who see one (that would leak it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from teamgram.service.biz.contacts import ContactService
 from teamgram.service.biz.users import UserService
 from teamgram.tl import TLObject, types
 
+if TYPE_CHECKING:
+    from teamgram.infra.invalidation import Invalidations
+
 log = logging.getLogger(__name__)
+PRESENCE_TOPIC = "presence"
 
 # Telegram's online_cloud_timeout: online this long after the last update.
 ONLINE_TTL = 300
@@ -41,6 +49,28 @@ class StatusService:
         self._online: dict[int, int] = {}  # user -> unix time online expires
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._bus: Invalidations | None = None
+        # Split mode: does another process hold a connection of the user's?
+        self.connected_elsewhere: Callable[[int], Awaitable[bool]] | None = None
+
+    def share(self, bus: Invalidations) -> None:
+        """Split mode: send this process's presence changes to the others, and
+        apply theirs (no announcements: the process that saw the change sends them)."""
+        self._bus = bus
+        bus.subscribe(PRESENCE_TOPIC, self._heard)
+
+    def _heard(self, keys: list[Any] | None) -> None:
+        for key in keys or ():
+            user, _, expires = str(key).partition(":")
+            with contextlib.suppress(ValueError):
+                if int(expires):
+                    self._online[int(user)] = int(expires)
+                else:
+                    self._online.pop(int(user), None)
+
+    def _tell(self, user_id: int, expires: int) -> None:
+        if self._bus is not None:
+            self._bus.publish(PRESENCE_TOPIC, [f"{user_id}:{expires}"])
 
     def online_until(self, user_id: int) -> int:
         return self._online.get(user_id, 0)
@@ -53,6 +83,7 @@ class StatusService:
         now = int(time.time())
         was_online = self.is_online(user_id, now)
         self._online[user_id] = now + ONLINE_TTL
+        self._tell(user_id, now + ONLINE_TTL)
         self._arm_timer(user_id)
         if not was_online:
             await self.announce(user_id)
@@ -61,6 +92,7 @@ class StatusService:
         """The user left (or stopped updating): last seen ``when`` (default now)."""
         now = int(time.time())
         expires = self._online.pop(user_id, 0)
+        self._tell(user_id, 0)
         timer = self._timers.pop(user_id, None)
         if timer is not None:
             timer.cancel()
@@ -69,8 +101,13 @@ class StatusService:
             await self.announce(user_id)
 
     def on_user_offline(self, user_id: int) -> None:
-        """Session host listener: the user's last open connection closed."""
-        self._spawn(self.set_offline(user_id))
+        """Session host listener: the user's last open connection (here) closed."""
+        self._spawn(self._left(user_id))
+
+    async def _left(self, user_id: int) -> None:
+        if self.connected_elsewhere is not None and await self.connected_elsewhere(user_id):
+            return
+        await self.set_offline(user_id)
 
     def _arm_timer(self, user_id: int) -> None:
         old = self._timers.pop(user_id, None)
