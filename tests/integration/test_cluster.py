@@ -29,7 +29,7 @@ from telethon.sessions import StringSession
 from telethon.tl import types as tt
 
 from teamgram.mtproto.crypto.rsa import load_server_key
-from tests.cluster import Balancer, Cluster
+from teamgram.testing.cluster import Balancer, Cluster
 from tests.etcd_server import etcd_fixture  # noqa: F401
 from tests.integration.conftest import (
     check_reachable,

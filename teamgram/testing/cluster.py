@@ -1,4 +1,4 @@
-"""A whole split-mode cluster for tests: ``teamgramd cluster`` in a subprocess.
+"""A whole split-mode cluster for tests and benches: ``teamgramd cluster`` in a subprocess.
 
 The cluster runs on the real engines (MariaDB, Redis, NATS JetStream, etcd,
 SeaweedFS), each given names of its own (a new database, a namespace for Redis
@@ -86,23 +86,16 @@ class Cluster:
                 "redis_url": redis_url,
                 "nats_url": nats_url,
                 "etcd_endpoints": etcd_endpoints,
+                # Without etcd: the session processes' rpc addresses, listed.
+                "static_sessions": []
+                if etcd_endpoints
+                else [f"127.0.0.1:{p}" for p in self.rpc_ports],
                 "etcd_ttl": 2,
                 "delivery": delivery,
             },
         }
         (workdir / "common.yaml").write_text(yaml.safe_dump(common))
-        topology = {
-            "config": [str(workdir / "common.yaml")],
-            "processes": [
-                {
-                    "name": "edge",
-                    "run": "gnetway,session,bff",
-                    "count": edges,
-                    "args": [],
-                },
-                {"name": "sync", "run": "sync", "count": 1, "args": []},
-            ],
-        }
+        topology: dict[str, Any] = {"config": [str(workdir / "common.yaml")]}
         # Per-index ports: the topology's {N+i} form, from the first free port of each
         # kind, only works when the free ports are consecutive; list each edge instead.
         topology["processes"] = [
@@ -116,8 +109,8 @@ class Cluster:
                     str(self.http_ports[i]),
                     "--rpc-port",
                     str(self.rpc_ports[i]),
-                    "--instance-id",
-                    f"{self.namespace}-edge{i}",
+                    # Static discovery names an instance by its rpc address.
+                    *(["--instance-id", f"{self.namespace}-edge{i}"] if etcd_endpoints else []),
                 ],
             }
             for i in range(edges)
