@@ -220,6 +220,26 @@ async def test_private_chat_across_gateways(cluster: Cluster) -> None:
             assert alice.texts(b.id) == ["hi back"]
             history = await bob.client.get_messages(a.id, limit=30)
             assert [m.message for m in reversed(history)] == [*sent, "hi back"]
+
+            # Presence is shared: alice goes online on edge 0, bob reads it on edge 1.
+            peer = await bob.client.get_input_entity(a.id)
+
+            async def status_of_alice() -> Any:
+                got = await bob.client(functions.users.GetUsersRequest([peer]))
+                return got[0].status
+
+            await alice.client(functions.account.UpdateStatusRequest(offline=False))
+            for _ in range(50):
+                if isinstance(await status_of_alice(), tt.UserStatusOnline):
+                    break
+                await asyncio.sleep(0.1)
+            assert isinstance(await status_of_alice(), tt.UserStatusOnline)
+            await alice.client(functions.account.UpdateStatusRequest(offline=True))
+            for _ in range(50):
+                if isinstance(await status_of_alice(), tt.UserStatusOffline):
+                    break
+                await asyncio.sleep(0.1)
+            assert isinstance(await status_of_alice(), tt.UserStatusOffline)
         finally:
             await alice2.client.disconnect()
 
