@@ -158,15 +158,13 @@ class Server:
         jobs = self.plan is None or self.plan.sync  # periodic jobs: once per cluster
         if jobs:
             self.reaper.start()
-        self.writer = GroupCommit(self.engine)
+        self.writer = GroupCommit(self.engine, shared=shared)
         self.writer.start()
-        self.sync = SyncService(self.engine, self._push_update, cache_states=not shared)
+        self.sync = SyncService(self.engine, self._push_update, shared=shared)
         if jobs:
             self.sync.start_retention(cfg.messages.update_log_days)
         self.dialogs = DialogService(self.engine)
-        self.msg = MsgService(
-            self.engine, self.writer, self.sync, self.dialogs, cache_counters=not shared
-        )
+        self.msg = MsgService(self.engine, self.writer, self.sync, self.dialogs, shared=shared)
         self.chats = ChatService(self.engine, cfg.dc_id)
         self.msg.chat_members = self._chat_members
         self.msg.chat_view = self._chat_view
@@ -177,10 +175,10 @@ class Server:
         self.channels.username_taken_by_user = self._user_has_username
         self.chats.channel_hash = self.channels.access_hash
         self.users.username_taken_elsewhere = self._channel_has_username
-        self.channel_sync = ChannelSync(self.engine, cache_states=not shared)
+        self.channel_sync = ChannelSync(self.engine, shared=shared)
         self.sync.channels = self.channel_sync
         self.channel_msgs = ChannelMessages(
-            self.engine, self.writer, self.sync, self.channel_sync, self.dialogs
+            self.engine, self.writer, self.sync, self.channel_sync, self.dialogs, shared=shared
         )
         self.send_flood = TokenBuckets(cfg.messages.send_per_second, cfg.messages.send_burst)
         self.notices = ServiceNotices(self.msg, self.users, self.authsession)

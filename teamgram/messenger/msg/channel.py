@@ -11,6 +11,12 @@ pushes go out after commit in pts order.
 What differs per member is kept in their own dialog row (biz/dialog): read
 position, pin, draft. The dialog list takes each channel's top message from here
 (:meth:`ChannelMessages.tops`) instead of writing it into every member's row.
+
+With ``shared=True`` (several processes write one database, #9; the writer and
+both syncs must be shared too) a change to a channel locks its state row before
+anything else (its pts and message ids are read under that lock), a resent
+random_id is looked up in the database under it, and the channels' top messages
+are read from the database, not remembered.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ from teamgram.messenger.msg.records import (
 )
 from teamgram.messenger.msg.service import EDIT_TIME_LIMIT, NewMessage, _reactions
 from teamgram.messenger.msg.tables import channel_boxes, channel_messages, message_reactions
-from teamgram.messenger.sync.channel import ChannelSync
-from teamgram.messenger.sync.service import SyncService
+from teamgram.messenger.sync.channel import CHANNEL_LOCK, CHANNEL_LOCK_RANK, ChannelSync
+from teamgram.messenger.sync.service import USER_LOCK, USER_LOCK_RANK, SyncService
 from teamgram.service.biz.dialog import DialogService
 from teamgram.service.biz.peers import PEER_CHANNEL
 from teamgram.tl import TLObject, types
@@ -201,14 +207,25 @@ class ChannelMessages:
         sync: SyncService,
         channel_sync: ChannelSync,
         dialogs: DialogService,
+        shared: bool = False,
     ) -> None:
+        if shared and not (writer.shared and sync.shared and channel_sync.shared):
+            raise ValueError("shared ChannelMessages needs the writer and both syncs shared")
         self.engine = engine
         self.writer = writer
         self.sync = sync
         self.channel_sync = channel_sync
         self.dialogs = dialogs
+        # Other processes write the same database: lock counters, never cache them.
+        self.shared = shared
         self.media_hook: MediaHook | None = None
-        self._ids = BoxIds(channel_boxes, "channel_id")
+        self._ids = BoxIds(channel_boxes, "channel_id", lock_kind=CHANNEL_LOCK if shared else None)
+        if shared:
+            # A channel's state row is the mutex of its pts and message ids; read
+            # positions go to the reader's own log (a user row).
+            writer.add_locker(CHANNEL_LOCK, CHANNEL_LOCK_RANK, channel_sync.lock_channels)
+            writer.add_locker(CHANNEL_LOCK, CHANNEL_LOCK_RANK, self._ids.load)
+            writer.add_locker(USER_LOCK, USER_LOCK_RANK, sync.lock_users)
         self._tops: dict[int, Top] = {}
         self._recent_random: dict[tuple[int, int, int], ChannelMessageRecord] = {}
         self._recent_order: deque[tuple[float, tuple[int, int, int]]] = deque()
@@ -258,6 +275,13 @@ class ChannelMessages:
     async def _next_id(self, tx: Tx, channel_id: int) -> int:
         return await self._ids.next(tx, channel_id)
 
+    def _channel(self, channel_id: int) -> list[tuple[str, int]]:
+        """The lock an operation that advances the channel's pts declares (shared writers)."""
+        return [(CHANNEL_LOCK, channel_id)] if self.shared else []
+
+    def _user(self, user_id: int) -> list[tuple[str, int]]:
+        return [(USER_LOCK, user_id)] if self.shared else []
+
     # ---------------------------------------------------------------- send
     async def send(
         self,
@@ -299,7 +323,7 @@ class ChannelMessages:
             return sent
 
         try:
-            return await self.writer.run(op)
+            return await self.writer.run(op, self._channel(channel_id))
         except IntegrityError:
             ids = [i.random_id for i in items if i.random_id is not None]
             async with self.engine.connect() as conn:
@@ -311,7 +335,7 @@ class ChannelMessages:
                     known.update({r.random_id: _record(r) for r in rows})
             if not known:
                 raise
-            return await self.writer.run(op)
+            return await self.writer.run(op, self._channel(channel_id))
 
     async def _send_in(
         self,
@@ -331,6 +355,24 @@ class ChannelMessages:
         if staged is None:
             staged = tx.scratch["chmsg.random"] = {}
             tx.on_commit(lambda: self._remember_random(staged))
+        if self.shared:
+            # Under the channel's lock: a copy another process committed is found
+            # here (one it is still writing holds the lock until committed).
+            asked = [
+                i.random_id
+                for i in items
+                if i.random_id is not None
+                and i.random_id not in known
+                and (channel_id, sender_id, i.random_id) not in staged
+            ]
+            if asked:
+                await tx.lock(CHANNEL_LOCK, [channel_id])
+                for part in _chunks(asked):
+                    rows = await tx.conn.execute(
+                        _BY_RANDOM_ID,
+                        {"channel_id": channel_id, "from_id": sender_id, "random_ids": part},
+                    )
+                    known = {**known, **{r.random_id: _record(r) for r in rows}}
         now = int(time.time())
         sent: list[SentChannel] = []
         new: list[ChannelMessageRecord] = []
@@ -401,6 +443,8 @@ class ChannelMessages:
             self._recent_random.pop(key, None)
 
     def _set_top(self, channel_id: int, msg_id: int, date: int) -> None:
+        if self.shared:
+            return  # other processes post too: read from the database each time
         top = self._tops.get(channel_id)
         if top is None or msg_id >= top.id:
             self._tops[channel_id] = Top(msg_id, date)
@@ -673,7 +717,7 @@ class ChannelMessages:
             self._push_later(tx, audience, build, user_id, exclude_key)
             return rec, build(user_id)[0]
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, self._channel(channel_id))
 
     # -------------------------------------------------------------- delete
     async def delete(
@@ -717,7 +761,7 @@ class ChannelMessages:
             self._push_later(tx, audience, lambda _v: [upd], user_id, None)
             return pts, len(gone), found
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, self._channel(channel_id))
 
     # ----------------------------------------------------------------- pin
     async def set_pinned(
@@ -776,7 +820,7 @@ class ChannelMessages:
                 )
             return mine, rec
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, self._channel(channel_id))
 
     # ---------------------------------------------------------------- read
     async def read_history(
@@ -825,7 +869,7 @@ class ChannelMessages:
             self.sync.push_later(tx, user_id, _updates([upd], [], []), exclude_key)
             return upto, last.from_id if last is not None else 0
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, self._user(user_id))
 
     async def outbox_read(self, sender_id: int, channel_id: int, max_id: int) -> None:
         """The sender's devices learn their messages up to ``max_id`` were read."""
@@ -840,7 +884,7 @@ class ChannelMessages:
             await self.sync.append(tx, sender_id, upd, pts_count=0)
             self.sync.push_later(tx, sender_id, _updates([upd], [], []))
 
-        await self.writer.run(op)
+        await self.writer.run(op, self._user(sender_id))
 
     # ----------------------------------------------------------- reactions
     async def react(

@@ -10,6 +10,12 @@ Handlers in bff validate input, resolve peers and prepare the ``User`` objects
 each receiver needs (``views``) before calling in here: an operation does no
 other service's I/O, so the writer never waits on anything but its own
 transaction.
+
+With ``shared=True`` (several processes write one database, #9; the writer and
+sync must be shared too) every operation names the users whose counters it will
+advance (:meth:`MsgService._users_of`): the writer locks their state rows in
+order before the batch runs, box ids are read under those locks, and a resent
+random_id is looked up in the database under the sender's lock.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from teamgram.messenger.msg.records import (
     record_from_row,
 )
 from teamgram.messenger.msg.tables import message_boxes, message_reactions, messages
-from teamgram.messenger.sync.service import SyncService
+from teamgram.messenger.sync.service import USER_LOCK, USER_LOCK_RANK, SyncService
 from teamgram.service.biz.dialog import PINNED_MAX, DialogService
 from teamgram.service.biz.peers import PEER_CHAT, PEER_USER, PeerKey, peer_tl
 from teamgram.tl import TLObject, types
@@ -131,12 +137,17 @@ class MsgService:
         sync: SyncService,
         dialogs: DialogService,
         cache_counters: bool = True,
+        shared: bool = False,
     ) -> None:
+        if shared and not (writer.shared and sync.shared):
+            raise ValueError("shared MsgService needs GroupCommit and SyncService shared too")
         self.engine = engine
         self.writer = writer
         self.sync = sync
         self.dialogs = dialogs
-        self.cache_counters = cache_counters
+        # Other processes write the same database: lock counters, never cache them.
+        self.shared = shared
+        self.cache_counters = cache_counters and not shared
         # Refreshes file references in stored media (the media service plugs in).
         self.media_hook: MediaHook | None = None
         # Basic groups (biz/chat plugs in): the members of a chat, and the Chat a
@@ -144,7 +155,13 @@ class MsgService:
         self.chat_members: Callable[[int], Awaitable[list[int]]] | None = None
         self.chat_view: Callable[[int, int], Any] | None = None
         self.chat_is_admin: Callable[[int, int], bool] | None = None
-        self._ids = BoxIds(message_boxes, "user_id", cache=cache_counters)
+        self._ids = BoxIds(
+            message_boxes, "user_id", cache=cache_counters, lock_kind=USER_LOCK if shared else None
+        )
+        if shared:
+            # A user's state row is the mutex of the user's pts and box ids.
+            writer.add_locker(USER_LOCK, USER_LOCK_RANK, sync.lock_users)
+            writer.add_locker(USER_LOCK, USER_LOCK_RANK, self._ids.load)
         # random_ids committed lately: a resend that raced its first copy's commit
         # (looked up before it was there) is still caught.
         self._recent_random: dict[tuple[int, int], MessageRecord] = {}
@@ -153,6 +170,40 @@ class MsgService:
     # ---------------------------------------------------------------- box ids
     async def _next_id(self, tx: Tx, user_id: int) -> int:
         return await self._ids.next(tx, user_id)
+
+    # --------------------------------------------------------- shared writers
+    async def _users_of(self, user_id: int, peer: PeerKey | None = None) -> list[tuple[str, int]]:
+        """The user rows an operation of ``user_id`` in the dialog with ``peer`` locks:
+        the user, and whoever else holds a copy of its messages (the other user, the
+        chat's members). Only shared writers lock; a miss is locked late (and may
+        deadlock, which the writer retries)."""
+        if not self.shared:
+            return []
+        users = {user_id}
+        if peer is not None and peer[0] == PEER_USER:
+            users.add(peer[1])
+        elif peer is not None and peer[0] == PEER_CHAT and self.chat_members is not None:
+            users.update(await self.chat_members(peer[1]))
+        return [(USER_LOCK, u) for u in users]
+
+    async def _users_of_messages(self, user_id: int, ids: list[int]) -> list[tuple[str, int]]:
+        """:meth:`_users_of` every dialog the user's messages ``ids`` are in."""
+        if not self.shared:
+            return []
+        m = messages
+        peers: set[PeerKey] = set()
+        async with self.engine.connect() as conn:
+            for part in _chunks(sorted(set(ids))):
+                rows = await conn.execute(
+                    sa.select(m.c.peer_type, m.c.peer_id)
+                    .where(m.c.user_id == user_id, m.c.id.in_(part))
+                    .distinct()
+                )
+                peers.update((r.peer_type, r.peer_id) for r in rows)
+        locks = set(await self._users_of(user_id))
+        for peer in peers:
+            locks.update(await self._users_of(user_id, peer))
+        return sorted(locks)
 
     # ------------------------------------------------------------- reads (tx)
     async def _get_in(self, tx: Tx, user_id: int, msg_id: int) -> MessageRecord | None:
@@ -278,8 +329,9 @@ class MsgService:
                 await self._set_draft_in(tx, sender_id, peer, None, exclude_key, only_if_set=True)
             return out
 
+        locks = await self._users_of(sender_id, peer if deliver_to_peer else None)
         try:
-            return await self.writer.run(op)
+            return await self.writer.run(op, locks)
         except IntegrityError:
             # A random_id stored before (the unique index said so, not a lookup on
             # every send): find the first message and answer with it.
@@ -290,7 +342,7 @@ class MsgService:
             )
             if not known:
                 raise
-            return await self.writer.run(op)
+            return await self.writer.run(op, locks)
 
     async def _send_in(
         self,
@@ -319,7 +371,9 @@ class MsgService:
         # random_id seen before? In this batch (staged) or lately (recent, in
         # memory); an older one makes the insert fail on uq_messages_random and
         # send() comes back with it looked up (known). A cache-less (split)
-        # deployment asks the database here, inside the transaction.
+        # deployment asks the database here, inside the transaction: with shared
+        # writers under the sender's lock, so a copy another process committed is
+        # found (one it is still writing holds the lock until it is committed).
         staged: dict[tuple[int, int], MessageRecord] = tx.scratch.get("msg.random", {})
         seen: dict[int, MessageRecord] = dict(known or {})
         random_ids: list[int] = []
@@ -333,7 +387,8 @@ class MsgService:
                 seen[i.random_id] = rec
             else:
                 random_ids.append(i.random_id)
-        if not self.cache_counters:
+        if not self.cache_counters and random_ids:
+            await tx.lock(USER_LOCK, [sender_id])
             for part in _chunks(random_ids):
                 rows = await tx.conn.execute(
                     _BY_RANDOM_ID, {"user_id": sender_id, "random_ids": part}
@@ -507,7 +562,7 @@ class MsgService:
                     mine = upd
             return rec, mine
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, await self._users_of(user_id, peer))
 
     # ---------------------------------------------------------------- delete
     async def delete(
@@ -525,7 +580,11 @@ class MsgService:
                 victims += await self._copies_in(tx, shared, exclude_user=user_id)
             return await self._delete_in(tx, user_id, victims, exclude_key)
 
-        return await self.writer.run(op)
+        if revoke:
+            locks = await self._users_of_messages(user_id, ids)
+        else:
+            locks = await self._users_of(user_id)
+        return await self.writer.run(op, locks)
 
     def _may_revoke(self, user_id: int, rec: MessageRecord) -> bool:
         """Deleting for everyone: any message of a private chat (Telegram allows it),
@@ -598,7 +657,7 @@ class MsgService:
             result.more = more
             return result
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, await self._users_of(user_id, peer if revoke else None))
 
     # ------------------------------------------------------------------ read
     async def read_history(
@@ -638,7 +697,31 @@ class MsgService:
                 await self._receipt_in(tx, user_id, peer, in_dialog, upto)
             return Affected(pts, 1, [upd])
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, await self._read_locks(user_id, peer, max_id))
+
+    async def _read_locks(self, user_id: int, peer: PeerKey, max_id: int) -> list[tuple[str, int]]:
+        """The reader, and who gets the receipt: the other user of a private chat,
+        the sender of the last message read in a group (looked up ahead: a guess,
+        locked late if it changed meanwhile)."""
+        if not self.shared or peer[0] != PEER_CHAT:
+            return await self._users_of(user_id, peer)
+        m = messages
+        q = (
+            sa.select(m.c.from_id)
+            .where(
+                m.c.user_id == user_id,
+                m.c.peer_type == peer[0],
+                m.c.peer_id == peer[1],
+                m.c.out == sa.false(),
+            )
+            .order_by(m.c.id.desc())
+            .limit(1)
+        )
+        if max_id > 0:
+            q = q.where(m.c.id <= max_id)
+        async with self.engine.connect() as conn:
+            sender = (await conn.execute(q)).scalar()
+        return [(USER_LOCK, u) for u in {user_id, sender or user_id}]
 
     async def _receipt_in(
         self, tx: Tx, reader: int, peer: PeerKey, in_dialog: Any, upto: int
@@ -740,7 +823,7 @@ class MsgService:
                 )
             return mine
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, await self._users_of(user_id, None if one_side else peer))
 
     # ------------------------------------------------------------- reactions
     async def react(
@@ -795,7 +878,7 @@ class MsgService:
                     mine = upd
             return mine
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, await self._users_of(user_id, peer))
 
     async def _reactions_in(
         self, tx: Tx, viewer: int, recs: list[MessageRecord]
@@ -809,7 +892,7 @@ class MsgService:
         async def op(tx: Tx) -> None:
             await self._set_draft_in(tx, user_id, peer, draft, exclude_key)
 
-        await self.writer.run(op)
+        await self.writer.run(op, await self._users_of(user_id))
 
     async def _set_draft_in(
         self,
@@ -838,7 +921,7 @@ class MsgService:
             for d in await self.dialogs.with_drafts(user_id):
                 await self._set_draft_in(tx, user_id, d.peer, None, exclude_key)
 
-        await self.writer.run(op)
+        await self.writer.run(op, await self._users_of(user_id))
 
     async def toggle_dialog_pin(
         self, user_id: int, peer: PeerKey, pinned: bool, exclude_key: int | None
@@ -856,7 +939,7 @@ class MsgService:
             await self.sync.append(tx, user_id, upd, pts_count=0)
             self.sync.push_later(tx, user_id, _updates([upd]), exclude_key)
 
-        await self.writer.run(op)
+        await self.writer.run(op, await self._users_of(user_id))
 
     async def reorder_pins(
         self, user_id: int, order: list[PeerKey], force: bool, exclude_key: int | None
@@ -876,7 +959,7 @@ class MsgService:
             await self.sync.append(tx, user_id, upd, pts_count=0)
             self.sync.push_later(tx, user_id, _updates([upd]), exclude_key)
 
-        await self.writer.run(op)
+        await self.writer.run(op, await self._users_of(user_id))
 
     async def _write_pins(
         self, tx: Tx, user_id: int, order: list[PeerKey], unpin: list[PeerKey]
@@ -892,7 +975,7 @@ class MsgService:
         async def op(tx: Tx) -> None:
             await self._mark_unread_in(tx, user_id, peer, unread, exclude_key)
 
-        await self.writer.run(op)
+        await self.writer.run(op, await self._users_of(user_id))
 
     async def _mark_unread_in(
         self, tx: Tx, user_id: int, peer: PeerKey, unread: bool, exclude_key: int | None

@@ -10,6 +10,10 @@ the msg writer), and pushes go out only after commit.
 
 Per-user channel state that does not change the channel (read positions) is not
 logged here: it goes to the reader's own log (SyncService, pts_count 0).
+
+With ``shared=True`` (several processes write one database, #9) states are not
+cached: a change locks the channel's state row (``"channel"`` rows of the
+writer, before any user's), see :meth:`ChannelSync.lock_channels`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teamgram.infra.group_commit import Tx
+from teamgram.infra.group_commit import Conflict, Tx
+from teamgram.messenger.rowlocks import lock_rows, mysql_rewrite, rewrite_rows
 from teamgram.messenger.sync.tables import channel_update_state, channel_updates
 from teamgram.tl import decode
 
@@ -29,6 +35,10 @@ from teamgram.tl import decode
 INITIAL_CHANNEL_PTS = 1
 # Telegram's rule of thumb: further behind than this, channelDifferenceTooLong.
 CHANNEL_TOO_LONG_GAP = 100_000
+# Shared writers: a channel's state row is the mutex of its counters (pts, message
+# ids); channels are locked before users.
+CHANNEL_LOCK = "channel"
+CHANNEL_LOCK_RANK = 10
 
 
 @dataclass(slots=True)
@@ -49,9 +59,13 @@ class ChannelDifference:
 
 
 class ChannelSync:
-    def __init__(self, engine: AsyncEngine, cache_states: bool = True) -> None:
+    def __init__(
+        self, engine: AsyncEngine, cache_states: bool = True, shared: bool = False
+    ) -> None:
         self.engine = engine
-        self.cache_states = cache_states
+        # Other processes write the same database: lock instead of caching.
+        self.shared = shared
+        self.cache_states = cache_states and not shared
         self._states: dict[int, ChannelState] = {}
 
     # ----------------------------------------------------------- in the writer
@@ -75,7 +89,34 @@ class ChannelSync:
         return st.pts
 
     async def current_pts_in(self, tx: Tx, channel_id: int) -> int:
+        """The channel's pts as ``tx`` sees it. Shared writers: a channel this
+        transaction does not change is read without a lock (the value only informs)."""
+        if self.shared and not tx.holds(CHANNEL_LOCK, channel_id):
+            t = channel_update_state
+            pts = (
+                await tx.conn.execute(sa.select(t.c.pts).where(t.c.channel_id == channel_id))
+            ).scalar()
+            return INITIAL_CHANNEL_PTS if pts is None else int(pts)
         return (await self._working(tx, channel_id)).pts
+
+    async def lock_channels(self, tx: Tx, channel_ids: list[int]) -> None:
+        """Lock these channels' state rows (creating a new channel's first) and keep
+        what they hold for this transaction: the locker of ``"channel"`` rows."""
+        t = channel_update_state
+        now = int(time.time())
+        rows = await lock_rows(
+            tx,
+            t.c.channel_id,
+            (t.c.pts, t.c.date),
+            channel_ids,
+            lambda c: {"channel_id": c, "pts": INITIAL_CHANNEL_PTS, "date": now},
+        )
+        loaded: dict[int, ChannelState] = tx.scratch.setdefault("sync.channels.locked", {})
+        for c in channel_ids:
+            r = rows.get(c)
+            if r is None:
+                raise Conflict(f"update state row of channel {c} vanished")
+            loaded[c] = ChannelState(r.pts, r.date, True)
 
     async def _working(self, tx: Tx, channel_id: int) -> ChannelState:
         dirty: dict[int, ChannelState] | None = tx.scratch.get("sync.channels")
@@ -87,7 +128,13 @@ class ChannelSync:
         if st is not None:
             return st
         cached = self._states.get(channel_id) if self.cache_states else None
-        if cached is None:
+        if self.shared:
+            loaded: dict[int, ChannelState] | None = tx.scratch.get("sync.channels.locked")
+            if loaded is None or channel_id not in loaded:
+                await tx.lock(CHANNEL_LOCK, [channel_id])
+                loaded = tx.scratch["sync.channels.locked"]
+            cached = loaded[channel_id]
+        elif cached is None:
             t = channel_update_state
             q = sa.select(t.c.pts, t.c.date).where(t.c.channel_id == channel_id)
             if not self.cache_states:
@@ -107,8 +154,18 @@ class ChannelSync:
         ]
         old = [{"cid": c, "p": s.pts, "d": s.date} for c, s in dirty.items() if s.stored]
         if new:
-            await tx.conn.execute(t.insert(), new)
-        if old:
+            try:
+                await tx.conn.execute(t.insert(), new)
+            except IntegrityError as exc:  # another writer's first row: run again
+                raise Conflict("channel_update_state: first row written elsewhere") from exc
+        if old and mysql_rewrite(tx):
+            rows = [
+                {"channel_id": c, "pts": s.pts, "date": s.date}
+                for c, s in dirty.items()
+                if s.stored
+            ]
+            await rewrite_rows(tx, t, ("pts", "date"), rows)
+        elif old:
             await tx.conn.execute(
                 t.update()
                 .where(t.c.channel_id == sa.bindparam("cid"))
@@ -125,7 +182,8 @@ class ChannelSync:
 
     # ------------------------------------------------------------------ reads
     async def state(self, channel_id: int) -> ChannelState:
-        """The committed state (cached: the embedded default has one writer)."""
+        """The committed state (cached: the embedded default has one writer; read
+        each time with shared writers)."""
         st = self._states.get(channel_id) if self.cache_states else None
         if st is not None:
             return st

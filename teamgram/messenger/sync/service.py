@@ -20,8 +20,12 @@ every container this server sends is ``seq=0``, which clients apply without a
 seq check. ``qts`` is 0 (no secret chats or bot updates yet).
 
 States are cached after the first read (the embedded default has one writer).
-In a split deployment the writer for a user must be unique (per-user
-partitioning) or the cache must be off, so that the row is read under lock.
+With ``shared=True`` (several processes write one database, #9) nothing is
+cached: a transaction locks the state rows of the users it touches (``"user"``
+rows of :class:`~teamgram.infra.group_commit.GroupCommit`, see
+:meth:`SyncService.lock_users`), so a user's pts are handed out and committed in
+order whichever process writes, and getDifference never sees pts N+1 while N is
+still to come.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teamgram.infra.group_commit import Tx
+from teamgram.infra.group_commit import Conflict, Tx
+from teamgram.messenger.rowlocks import lock_rows, mysql_rewrite, rewrite_rows
 from teamgram.messenger.sync.tables import user_update_state, user_updates
 from teamgram.tl import TLObject, decode, types
 
@@ -52,6 +58,11 @@ DIFFERENCE_LIMIT = 100
 TOO_LONG_GAP = 100_000
 # Users whose old log entries one retention pass deletes per transaction.
 TRIM_BATCH = 500
+# Shared writers: the kind of row (a user's state row, the mutex of all the user's
+# counters) and its place in the lock order (after channels: an operation that
+# touches both locks the channel first).
+USER_LOCK = "user"
+USER_LOCK_RANK = 20
 
 # (user_id, Updates, auth key to skip or None): to every live session of the user.
 Push = Callable[[int, TLObject, "int | None"], None]
@@ -88,10 +99,14 @@ class Difference:
 
 
 class SyncService:
-    def __init__(self, engine: AsyncEngine, push: Push, cache_states: bool = True) -> None:
+    def __init__(
+        self, engine: AsyncEngine, push: Push, cache_states: bool = True, shared: bool = False
+    ) -> None:
         self.engine = engine
         self._push = push
-        self.cache_states = cache_states
+        # Other processes write the same database: lock instead of caching.
+        self.shared = shared
+        self.cache_states = cache_states and not shared
         self._states: dict[int, UpdateState] = {}
         self._retention: asyncio.Task[None] | None = None
         # Channels' logs are trimmed with the users' (the channel sync plugs in).
@@ -148,12 +163,50 @@ class SyncService:
         st = dirty.get(user_id)
         if st is not None:
             return st
-        cached = self._states.get(user_id) if self.cache_states else None
+        cached: UpdateState | None = None
+        if self.shared:
+            cached = await self._locked_state(tx, user_id)
+        elif self.cache_states:
+            cached = self._states.get(user_id)
         if cached is None:
             cached = await self._load(tx, user_id)
         # A copy: the cache changes only once the transaction has committed.
         st = dirty[user_id] = replace(cached)
         return st
+
+    # ------------------------------------------------------- shared writers
+    async def lock_users(self, tx: Tx, user_ids: list[int]) -> None:
+        """Lock these users' state rows (creating the first one of a new user) and
+        keep what they hold for this transaction: the locker of ``"user"`` rows."""
+        t = user_update_state
+        now = int(time.time())
+        rows = await lock_rows(
+            tx,
+            t.c.user_id,
+            (t.c.pts, t.c.qts, t.c.seq, t.c.log_id, t.c.date),
+            user_ids,
+            lambda u: {
+                "user_id": u,
+                "pts": INITIAL_PTS,
+                "qts": 0,
+                "seq": 0,
+                "log_id": 0,
+                "date": now,
+            },
+        )
+        loaded: dict[int, UpdateState] = tx.scratch.setdefault("sync.locked", {})
+        for u in user_ids:
+            r = rows.get(u)
+            if r is None:  # created and gone again: cannot happen, but never guess
+                raise Conflict(f"update state row of user {u} vanished")
+            loaded[u] = UpdateState(r.pts, r.qts, r.seq, r.log_id, r.date, stored=True)
+
+    async def _locked_state(self, tx: Tx, user_id: int) -> UpdateState:
+        loaded: dict[int, UpdateState] | None = tx.scratch.get("sync.locked")
+        if loaded is None or user_id not in loaded:
+            await tx.lock(USER_LOCK, [user_id])  # not declared up front: locked now
+            loaded = tx.scratch["sync.locked"]
+        return loaded[user_id]
 
     async def _load(self, tx: Tx, user_id: int) -> UpdateState:
         t = user_update_state
@@ -186,8 +239,22 @@ class SyncService:
             if s.stored
         ]
         if new:
-            await tx.conn.execute(t.insert(), new)
-        if old:
+            await _insert_counters(tx, t, new)
+        if old and mysql_rewrite(tx):
+            rows = [
+                {
+                    "user_id": u,
+                    "pts": s.pts,
+                    "qts": s.qts,
+                    "seq": s.seq,
+                    "log_id": s.log_id,
+                    "date": s.date,
+                }
+                for u, s in dirty.items()
+                if s.stored
+            ]
+            await rewrite_rows(tx, t, ("pts", "qts", "seq", "log_id", "date"), rows)
+        elif old:
             await tx.conn.execute(
                 t.update()
                 .where(t.c.user_id == sa.bindparam("uid"))
@@ -321,6 +388,15 @@ class SyncService:
             state = UpdateState(pts=last.pts, qts=state.qts, seq=state.seq, date=last.date)
         updates = [LoggedUpdate(r.pts, r.pts_count, r.date, decode(r.body)) for r in rows]
         return Difference(updates, state, partial=partial)
+
+
+async def _insert_counters(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """First rows of counters (one writer: no row was read): a duplicate key means
+    another writer created the row meanwhile, and the operation must run again."""
+    try:
+        await tx.conn.execute(table.insert(), rows)
+    except IntegrityError as exc:
+        raise Conflict(f"{table.name}: first row written by another writer") from exc
 
 
 def _starts_after_gap(first: Any, pts: int) -> bool:
