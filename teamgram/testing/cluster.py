@@ -10,6 +10,12 @@ its pid (to kill it) and when a restarted process is back.
 :class:`Balancer` is a loopback TCP balancer in front of the gateways, as an
 operator would run one: a client that loses its gateway reconnects to the same
 address and lands on a live one.
+
+Benches use the same class: ``files=None`` keeps objects in a local directory
+under the data directory (no S3 for text), ``env`` replaces any ``TEAMGRAM_*``
+settings of the caller's environment, ``python_flags`` and ``process_env`` wrap
+each process (``bench/_commit_stats.py``), and :meth:`Cluster.pids` lists the
+supervisor and every process below it (to add up their CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +63,19 @@ class Cluster:
         redis_url: str,
         nats_url: str,
         etcd_endpoints: list[str],
-        files: dict[str, Any],
+        files: dict[str, Any] | None = None,
         edges: int = 2,
         delivery: str = "pipeline",
         login_code: str = "12345",
+        env: Mapping[str, str] | None = None,
+        python_flags: Sequence[str] = (),
+        process_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """``files``: the ``files`` config section (None: a local directory in the data
+        directory). ``env``: when given, the cluster's environment is ours without any
+        ``TEAMGRAM_*`` variable, plus ``env``. ``python_flags`` go between the
+        interpreter and ``-m teamgram.cli run`` of every process; ``process_env`` adds
+        variables per process name (``edge0``, ``edge1``..., ``sync``)."""
         self.workdir = workdir
         self.edges = edges
         self.namespace = f"t{secrets.token_hex(4)}"
@@ -71,6 +86,9 @@ class Cluster:
         self.login_code = login_code
         self.data_dir = workdir / "data"
         self.log_path = workdir / "cluster.log"
+        self.env = None if env is None else dict(env)
+        if files is None:
+            files = {"storage": "local", "local_dir": str(self.data_dir / "files")}
         common = {
             "data_dir": str(self.data_dir),
             "dev_login_code": login_code,
@@ -96,12 +114,27 @@ class Cluster:
         }
         (workdir / "common.yaml").write_text(yaml.safe_dump(common))
         topology: dict[str, Any] = {"config": [str(workdir / "common.yaml")]}
+
         # Per-index ports: the topology's {N+i} form, from the first free port of each
         # kind, only works when the free ports are consecutive; list each edge instead.
+        def command(services: str) -> dict[str, Any]:
+            if not python_flags:
+                return {}
+            return {
+                "command": [sys.executable, *python_flags, "-m", "teamgram.cli", "run", services]
+            }
+
+        def extra_env(name: str) -> dict[str, Any]:
+            got = (process_env or {}).get(name)
+            return {"env": dict(got)} if got else {}
+
+        edge_services = "gnetway,session,bff,httpserver"
         topology["processes"] = [
             {
                 "name": f"edge{i}",
-                "run": "gnetway,session,bff,httpserver",
+                "run": edge_services,
+                **command(edge_services),
+                **extra_env(f"edge{i}"),
                 "args": [
                     "--tcp-port",
                     str(self.tcp_ports[i]),
@@ -118,6 +151,8 @@ class Cluster:
             {
                 "name": "sync",
                 "run": "sync",
+                **command("sync"),
+                **extra_env("sync"),
                 "args": ["--instance-id", f"{self.namespace}-sync"],
             }
         ]
@@ -138,11 +173,16 @@ class Cluster:
             capture_output=True,
         )
         self._log = self.log_path.open("ab")
+        env = None
+        if self.env is not None:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMGRAM_")}
+            env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "teamgram.cli", "cluster", str(self.topology_path)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            env=env,
             start_new_session=True,
         )
         names = [f"edge{i}" for i in range(self.edges)] + ["sync"]
@@ -194,6 +234,24 @@ class Cluster:
 
     def pid(self, name: str) -> int:
         return self.ready_pids()[name][-1]
+
+    @property
+    def supervisor_pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("the cluster is not running")
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The supervisor and every live process below it (children, theirs...)."""
+        out: list[int] = []
+        todo = [self.supervisor_pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    todo += [int(x) for x in task.read_text().split()]
+        return out
 
     async def kill(self, name: str) -> int:
         """kill -9 the process ``name``; returns how many times it had said ready."""
