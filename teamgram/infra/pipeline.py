@@ -14,7 +14,9 @@ The contract, the same on every binding:
 - ``key % partitions`` picks the partition. A group consumes each partition with
   one consumer, one event at a time, so the events of one key (a user) are
   handled in publish order, and different keys run in parallel on their
-  partitions. Every group sees every event.
+  partitions. Every group sees every event. ``subscribe_batches`` hands a
+  handler the events of a partition that are at hand, up to a bound, in one
+  call (acknowledged together), for handlers with a cost per call.
 - An event is acknowledged only after its handler returned. A handler that
   raises gets the same event again, in place, after a backoff (the key's later
   events wait behind it, as in a Kafka consumer) up to ``max_attempts`` times;
@@ -22,7 +24,9 @@ The contract, the same on every binding:
   group and the error in its headers) and to the log, and the group moves on.
 - A consumer that stops without acknowledging (a crash, a cancelled
   subscription) loses nothing: the next subscriber in the same group gets the
-  unacknowledged events again, in order. Delivery is at least once; a handler
+  unacknowledged events again, in order, before newer ones (on JetStream it
+  waits ``ack_wait`` for them when its consumer had some pending at start).
+  ``Event.seq`` orders a partition's events. Delivery is at least once; a handler
   makes it exactly once by being idempotent (:class:`IdempotentHandler` for the
   in-memory part; the durable part is the database transaction the handler
   commits, which records the ids it applied).
@@ -71,6 +75,11 @@ class Event:
     delivery: int = 1
     # Handler calls within this delivery: >1 when the previous call raised.
     attempt: int = 1
+    # The event's position in its partition, increasing in publish order (JetStream:
+    # the stream sequence; memory: the offset, from 1). A consumer that records the
+    # last position it applied per partition can tell a redelivered event it already
+    # applied without remembering ids.
+    seq: int = 0
 
     @property
     def redelivered(self) -> bool:
@@ -79,6 +88,10 @@ class Event:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+# Consecutive events of one partition, in order (subscribe_batches).
+BatchHandler = Callable[[list[Event]], Awaitable[None]]
+# What a subscription calls with the events it takes from one partition at a time.
+_Dispatch = Callable[[list[Event]], Awaitable[None]]
 
 
 class PipelineError(RuntimeError):
@@ -157,7 +170,6 @@ class Pipeline(ABC):
         """Store an event; returns its id once it is stored. A repeated ``event_id``
         (within the duplicate window) is stored once."""
 
-    @abstractmethod
     async def subscribe(
         self,
         topic: str,
@@ -172,6 +184,57 @@ class Pipeline(ABC):
         (group, partition) must have one live subscriber, or order is lost.
         ``concurrency`` caps handlers running at once (default: one per partition).
         """
+        limit = self._limit(topic, group, concurrency)
+
+        async def dispatch(events: list[Event]) -> None:
+            await self._handle(events[0], group, handler, limit)
+
+        return await self._subscribe(topic, group, dispatch, 1, self._assigned(assigned))
+
+    async def subscribe_batches(
+        self,
+        topic: str,
+        group: str,
+        handler: BatchHandler,
+        max_batch: int = 256,
+        concurrency: int | None = None,
+        assigned: Collection[int] | None = None,
+    ) -> Subscription:
+        """Like :meth:`subscribe`, but ``handler`` gets the events of one partition that
+        are at hand (1 to ``max_batch``, consecutive, in order) in one call, and they
+        are acknowledged together when it returns: one call per fetch, not per event,
+        for a consumer whose work has a fixed cost per call (a network round trip).
+
+        A batch that raises is retried whole, in place; when its attempts run out,
+        its events are handled one per call, so only the event that keeps failing
+        is dead-lettered.
+        """
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        limit = self._limit(topic, group, concurrency)
+
+        async def dispatch(events: list[Event]) -> None:
+            await self._handle_batch(events, group, handler, limit)
+
+        return await self._subscribe(topic, group, dispatch, max_batch, self._assigned(assigned))
+
+    @abstractmethod
+    async def _subscribe(
+        self,
+        topic: str,
+        group: str,
+        dispatch: _Dispatch,
+        max_batch: int,
+        partitions: tuple[int, ...],
+    ) -> Subscription:
+        """Start consuming: ``dispatch`` gets 1 to ``max_batch`` consecutive events of
+        one partition and returns when they may be acknowledged."""
+
+    def _limit(self, topic: str, group: str, concurrency: int | None) -> asyncio.Semaphore | None:
+        self._check_open()
+        _check_name("topic", topic)
+        _check_name("group", group)
+        return asyncio.Semaphore(concurrency) if concurrency else None
 
     async def close(self) -> None:
         """Close every subscription, then the pipeline; publishing afterwards fails."""
@@ -198,7 +261,12 @@ class Pipeline(ABC):
         return parts
 
     async def _handle(
-        self, event: Event, group: str, handler: Handler, limit: asyncio.Semaphore | None
+        self,
+        event: Event,
+        group: str,
+        handler: Handler,
+        limit: asyncio.Semaphore | None,
+        first_attempt: int = 1,
     ) -> None:
         """Run ``handler`` until it returns or its attempts run out (then dead-letter).
 
@@ -209,7 +277,8 @@ class Pipeline(ABC):
             await self._dead_letter(event, group, "delivered without an acknowledgement", 0)
             return
         delay = self.retry_delay
-        for attempt in range(1, self.max_attempts + 1):
+        last = first_attempt + self.max_attempts - 1
+        for attempt in range(first_attempt, last + 1):
             try:
                 if limit is None:
                     await handler(replace(event, attempt=attempt))
@@ -218,7 +287,7 @@ class Pipeline(ABC):
                         await handler(replace(event, attempt=attempt))
                 return
             except Exception as exc:
-                if attempt == self.max_attempts:
+                if attempt == last:
                     log.error(
                         "%s/%s: event %s failed %d times",
                         event.topic,
@@ -239,6 +308,55 @@ class Pipeline(ABC):
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_retry_delay)
+
+    async def _handle_batch(
+        self,
+        events: list[Event],
+        group: str,
+        handler: BatchHandler,
+        limit: asyncio.Semaphore | None,
+    ) -> None:
+        """:meth:`_handle` for a batch: retried whole, then one event at a time."""
+        live = []
+        for event in events:
+            if event.delivery > self.max_deliver:
+                await self._dead_letter(event, group, "delivered without an acknowledgement", 0)
+            else:
+                live.append(event)
+
+        async def one(event: Event) -> None:
+            await handler([event])
+
+        if len(live) == 1:
+            await self._handle(live[0], group, one, limit)
+        if len(live) <= 1:
+            return
+        delay = self.retry_delay
+        for attempt in range(1, self.max_attempts + 1):
+            batch = live if attempt == 1 else [replace(e, attempt=attempt) for e in live]
+            try:
+                if limit is None:
+                    await handler(batch)
+                else:
+                    async with limit:
+                        await handler(batch)
+                return
+            except Exception as exc:
+                log.warning(
+                    "%s/%s: batch of %d events from %s failed (attempt %d): %r",
+                    live[0].topic,
+                    group,
+                    len(live),
+                    live[0].id,
+                    attempt,
+                    exc,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_retry_delay)
+        # One event at a time: the ones that work go through, the one that does not
+        # is dead-lettered alone.
+        for event in live:
+            await self._handle(event, group, one, limit, first_attempt=self.max_attempts + 1)
 
     async def _dead_letter(self, event: Event, group: str, error: str, attempts: int) -> None:
         """Record ``event`` on the dead-letter topic; retried until stored (or cancelled),
@@ -365,11 +483,12 @@ class _MemorySubscription(Subscription):
         topic: str,
         group: str,
         partitions: tuple[int, ...],
-        handler: Handler,
-        limit: asyncio.Semaphore | None,
+        dispatch: _Dispatch,
+        max_batch: int,
     ) -> None:
         self.topic, self.group, self.partitions = topic, group, partitions
         self._pipeline = pipeline
+        self._max_batch = max_batch
         self._logs = [pipeline._log(topic, p) for p in partitions]
         for plog in self._logs:
             if group in plog.owners:
@@ -379,27 +498,32 @@ class _MemorySubscription(Subscription):
             plog.cursors.setdefault(group, plog.base)
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(
-                self._consume(plog, handler, limit), name=f"pipeline-{topic}-{group}-{p}"
-            )
+            loop.create_task(self._consume(plog, dispatch), name=f"pipeline-{topic}-{group}-{p}")
             for p, plog in zip(partitions, self._logs, strict=True)
         ]
 
-    async def _consume(self, plog: _Log, handler: Handler, limit: asyncio.Semaphore | None) -> None:
+    async def _consume(self, plog: _Log, dispatch: _Dispatch) -> None:
         group = self.group
         while True:
             wake = plog.wake
             cursor = max(plog.cursors[group], plog.base)
-            if cursor - plog.base >= len(plog.events):
+            first = cursor - plog.base
+            count = min(len(plog.events) - first, self._max_batch)
+            if count <= 0:
                 await wake.wait()
                 continue
-            event = plog.events[cursor - plog.base]
+            # Counted for the batch at the cursor: an event of a batch handed out
+            # before counts as redelivered even if that batch was shorter.
             delivery = plog.deliveries.get(group, 0) + 1
             plog.deliveries[group] = delivery
-            await self._pipeline._handle(replace(event, delivery=delivery), group, handler, limit)
-            # Acknowledge: the group's position moves past the event.
+            batch = [
+                replace(plog.events[first + n], delivery=delivery, seq=cursor + n + 1)
+                for n in range(count)
+            ]
+            await dispatch(batch)
+            # Acknowledge: the group's position moves past the events.
             plog.deliveries.pop(group, None)
-            plog.cursors[group] = cursor + 1
+            plog.cursors[group] = cursor + count
             plog.trim()
 
     async def close(self) -> None:
@@ -466,19 +590,15 @@ class MemoryPipeline(Pipeline):
         await asyncio.sleep(0)  # a loop turn: a tight publisher cannot starve the consumers
         return event_id
 
-    async def subscribe(
+    async def _subscribe(
         self,
         topic: str,
         group: str,
-        handler: Handler,
-        concurrency: int | None = None,
-        assigned: Collection[int] | None = None,
+        dispatch: _Dispatch,
+        max_batch: int,
+        partitions: tuple[int, ...],
     ) -> Subscription:
-        self._check_open()
-        _check_name("topic", topic)
-        _check_name("group", group)
-        limit = asyncio.Semaphore(concurrency) if concurrency else None
-        sub = _MemorySubscription(self, topic, group, self._assigned(assigned), handler, limit)
+        sub = _MemorySubscription(self, topic, group, partitions, dispatch, max_batch)
         self._subscriptions.add(sub)
         return sub
 
@@ -499,7 +619,8 @@ def _header(headers: Mapping[Any, str], name: str) -> str:
 
 
 class _JetStreamPartition:
-    """One durable pull consumer: pull requests stream events in, handled one by one.
+    """One durable pull consumer: pull requests stream events in, handled in order,
+    one at a time or (subscribe_batches) as many as have arrived.
 
     One pull request (up to ``batch`` events) is outstanding at a time; the server
     sends each event as soon as it is stored, so an idle partition answers at once.
@@ -513,8 +634,11 @@ class _JetStreamPartition:
         self.wake = asyncio.Event()
         self.owed = 0  # events the outstanding pull request may still bring
         self.deadline = 0.0  # when it expires (monotonic)
-        self.current: Any = None  # the Msg being handled
+        self.current: list[Any] = []  # the Msgs being handled
         self.inbox: Any = None  # nats Subscription
+        # Events a previous subscriber of this consumer left unacknowledged when we
+        # started (it crashed or closed while holding them).
+        self.inherited = 0
 
     async def open(self) -> None:
         nc = self.sub.pipeline._nc
@@ -544,6 +668,20 @@ class _JetStreamPartition:
         self.deadline = now + pipeline.pull_expires + 1.0
 
     async def run(self) -> None:
+        if self.inherited:
+            # The server hands events a previous subscriber held back to the next
+            # pull only after their ack_wait, but newer events at once: asking now
+            # would handle a key's later events before its earlier ones.
+            wait = self.sub.pipeline.ack_wait * 1.1 + 0.2
+            log.info(
+                "%s/%s: %d events left unacknowledged by a previous subscriber; "
+                "waiting %.1f s for their redelivery",
+                self.sub.topic,
+                self.consumer,
+                self.inherited,
+                wait,
+            )
+            await asyncio.sleep(wait)
         while not self.sub.closed:
             try:
                 await self._run()
@@ -554,12 +692,11 @@ class _JetStreamPartition:
                     "%s/%s: consumer failed; resuming after ack_wait", self.sub.topic, self.consumer
                 )
                 self.queue.clear()
-                self.current = None
+                self.current = []
                 self.owed = 0
                 await asyncio.sleep(self.sub.pipeline.ack_wait + 0.5)
 
     async def _run(self) -> None:
-        pipeline = self.sub.pipeline
         while True:
             if not self.queue:
                 try:
@@ -577,45 +714,56 @@ class _JetStreamPartition:
                         await self.wake.wait()
                 continue
             msg = self.queue.popleft()
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status:
-                # 408: the request expired; 409: the server ended it (consumer
-                # deleted, leadership change, too many waiting); either way ask again.
-                if status != "100":
-                    self.owed = 0
-                if status == "409" and "deleted" in _header(headers, "Description").lower():
-                    with contextlib.suppress(Exception):
-                        await self.sub.ensure_consumer(self.partition)
+            if await self._status(msg):
                 continue
+            batch = [msg]
             self.owed -= 1
+            while len(batch) < self.sub.max_batch and self.queue:
+                msg = self.queue.popleft()
+                if not await self._status(msg):
+                    self.owed -= 1
+                    batch.append(msg)
             with contextlib.suppress(Exception):
                 await self._request()  # top up while this batch is handled
-            self.current = msg
-            event = Event(
-                self.sub.topic,
-                int(headers.get(KEY_HEADER, "0")),
-                headers.get(_MSG_ID) or f"seq-{msg.metadata.sequence.stream}",
-                msg.data,
-                MappingProxyType(
-                    {
-                        k: v
-                        for k, v in headers.items()
-                        if k != KEY_HEADER and not k.startswith("Nats-")
-                    }
-                ),
-                delivery=msg.metadata.num_delivered,
-            )
-            await pipeline._handle(event, self.sub.group, self.sub.handler, self.sub.limit)
-            self.current = None
-            self.sub.ack(msg)
+            self.current = batch
+            await self.sub.dispatch([self._event(m) for m in batch])
+            self.current = []
+            self.sub.ack(batch)
+
+    async def _status(self, msg: Any) -> bool:
+        """Handle a status message of the pull request; False for an event."""
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if not status:
+            return False
+        # 408: the request expired; 409: the server ended it (consumer deleted,
+        # leadership change, too many waiting); either way ask again.
+        if status != "100":
+            self.owed = 0
+        if status == "409" and "deleted" in _header(headers, "Description").lower():
+            with contextlib.suppress(Exception):
+                await self.sub.ensure_consumer(self.partition)
+        return True
+
+    def _event(self, msg: Any) -> Event:
+        headers = msg.headers or {}
+        meta = msg.metadata
+        return Event(
+            self.sub.topic,
+            int(headers.get(KEY_HEADER, "0")),
+            headers.get(_MSG_ID) or f"seq-{meta.sequence.stream}",
+            msg.data,
+            MappingProxyType(
+                {k: v for k, v in headers.items() if k != KEY_HEADER and not k.startswith("Nats-")}
+            ),
+            delivery=meta.num_delivered,
+            seq=meta.sequence.stream,
+        )
 
     def held(self) -> list[Any]:
         """Delivered, unacknowledged events this consumer holds."""
         held = [m for m in self.queue if not (m.headers and m.headers.get("Status"))]
-        if self.current is not None:
-            held.insert(0, self.current)
-        return held
+        return self.current + held
 
 
 class _JetStreamSubscription(Subscription):
@@ -625,13 +773,13 @@ class _JetStreamSubscription(Subscription):
         topic: str,
         group: str,
         partitions: tuple[int, ...],
-        handler: Handler,
-        limit: asyncio.Semaphore | None,
+        dispatch: _Dispatch,
+        max_batch: int,
     ) -> None:
         self.topic, self.group, self.partitions = topic, group, partitions
         self.pipeline = pipeline
-        self.handler = handler
-        self.limit = limit
+        self.dispatch = dispatch
+        self.max_batch = max_batch
         self.stream = pipeline.stream_name(topic)
         self._parts = [_JetStreamPartition(self, p) for p in partitions]
         self._tasks: list[asyncio.Task[None]] = []
@@ -641,7 +789,8 @@ class _JetStreamSubscription(Subscription):
     def next_subject(self, consumer: str) -> str:
         return f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{consumer}"
 
-    async def ensure_consumer(self, partition: int) -> None:
+    async def ensure_consumer(self, partition: int) -> Any:
+        """Create the durable consumer if it is not there; returns its ConsumerInfo."""
         from nats.js import api
 
         p = self.pipeline
@@ -657,11 +806,12 @@ class _JetStreamSubscription(Subscription):
             max_deliver=p.max_deliver + 3,
             max_ack_pending=p.batch * 4,
         )
-        await p._js.add_consumer(self.stream, config)
+        return await p._js.add_consumer(self.stream, config)
 
     async def start(self) -> None:
         for part in self._parts:
-            await self.ensure_consumer(part.partition)
+            info = await self.ensure_consumer(part.partition)
+            part.inherited = int(getattr(info, "num_ack_pending", 0) or 0)
             await part.open()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -678,16 +828,20 @@ class _JetStreamSubscription(Subscription):
         for part in self._parts:
             part.reset()
 
-    def ack(self, msg: Any) -> None:
+    def ack(self, msgs: list[Any]) -> None:
         """Acknowledge and have the server confirm it, without holding up the next
         event: :meth:`close` waits for every confirmation still travelling."""
-        task = asyncio.get_running_loop().create_task(self._confirm(msg))
+        task = asyncio.get_running_loop().create_task(self._confirm(msgs))
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
 
-    async def _confirm(self, msg: Any) -> None:
+    async def _confirm(self, msgs: list[Any]) -> None:
         try:
-            await msg.ack_sync(timeout=self.pipeline.ack_timeout)
+            # A batch: the server handles one connection's acks in order, so the
+            # last one's confirmation covers the others.
+            for msg in msgs[:-1]:
+                await msg.ack()
+            await msgs[-1].ack_sync(timeout=self.pipeline.ack_timeout)
         except Exception as exc:
             # Not lost: the server redelivers it after ack_wait, and the group's
             # idempotent handler skips it.
@@ -925,20 +1079,17 @@ class JetStreamPipeline(Pipeline):
             with contextlib.suppress(Exception):
                 await self._ensure_stream(topic)
 
-    async def subscribe(
+    async def _subscribe(
         self,
         topic: str,
         group: str,
-        handler: Handler,
-        concurrency: int | None = None,
-        assigned: Collection[int] | None = None,
+        dispatch: _Dispatch,
+        max_batch: int,
+        partitions: tuple[int, ...],
     ) -> Subscription:
-        _check_name("topic", topic)
-        _check_name("group", group)
         await self.start()
         await self._ensure_stream(topic)
-        limit = asyncio.Semaphore(concurrency) if concurrency else None
-        sub = _JetStreamSubscription(self, topic, group, self._assigned(assigned), handler, limit)
+        sub = _JetStreamSubscription(self, topic, group, partitions, dispatch, max_batch)
         self._subscriptions.add(sub)
         try:
             await sub.start()
