@@ -213,7 +213,9 @@ async def start_parts(server: Server, plan: ProcessPlan) -> SplitParts:
                 open_dedup,
             )
 
-            pipeline = JetStreamPipeline(cfg.nats_url, stream_prefix=cfg.namespace)
+            # A restarted sync process takes over unacknowledged events after
+            # ack_wait: seconds, not the default half-minute.
+            pipeline = JetStreamPipeline(cfg.nats_url, stream_prefix=cfg.namespace, ack_wait=5.0)
             await pipeline.start()
             parts.on_close(pipeline.close)
             # This process's own sessions get their pushes at once; the sync

@@ -176,6 +176,11 @@ def make_engine(url: str | URL) -> AsyncEngine:
         # A server may drop idle connections (restart, wait_timeout, a proxy): test each
         # connection on checkout and replace it after a while instead of failing a request.
         kwargs.update(pool_pre_ping=True, pool_recycle=POOL_RECYCLE_SECONDS)
+        if backend in ("mysql", "mariadb"):
+            # PostgreSQL's default: InnoDB's REPEATABLE READ takes gap locks, and two
+            # sign-ups (a range DELETE of old codes, an INSERT after an UPDATE that
+            # matched nothing) deadlocked each other (answered 500 INTERNAL).
+            kwargs["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(u, **kwargs)
     if backend == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
