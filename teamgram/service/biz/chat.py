@@ -277,7 +277,7 @@ class ChatService:
                 )
             )
             await conn.execute(
-                chats.update().where(chats.c.id == chat_id).values(version=rec.version + 1)
+                chats.update().where(chats.c.id == chat_id).values(version=chats.c.version + 1)
             )
         rec.members[user_id] = Member(user_id, inviter_id, now)
         rec.version += 1
@@ -304,7 +304,7 @@ class ChatService:
                 )
             )
             await conn.execute(
-                chats.update().where(chats.c.id == chat_id).values(version=rec.version + 1)
+                chats.update().where(chats.c.id == chat_id).values(version=chats.c.version + 1)
             )
         del rec.members[user_id]
         rec.version += 1
@@ -347,7 +347,7 @@ class ChatService:
                 .values(admin=is_admin)
             )
             await conn.execute(
-                chats.update().where(chats.c.id == chat_id).values(version=rec.version + 1)
+                chats.update().where(chats.c.id == chat_id).values(version=chats.c.version + 1)
             )
         member.admin = is_admin
         rec.version += 1
@@ -363,7 +363,7 @@ class ChatService:
         rights.until_date = 2147483647  # defaults never expire
         if rec.banned_rights is not None and rec.banned_rights.to_bytes() == rights.to_bytes():
             raise RpcError(400, "CHAT_NOT_MODIFIED")
-        await self._set(rec, banned_rights=rights.to_bytes(), version=rec.version + 1)
+        await self._set(rec, banned_rights=rights.to_bytes(), version=chats.c.version + 1)
         rec.banned_rights = rights
         rec.version += 1
         return rec
@@ -536,7 +536,7 @@ class ChatService:
             await conn.execute(
                 chats.update()
                 .where(chats.c.id == chat_id)
-                .values(deactivated=True, migrated_to=migrated_to, version=rec.version + 1)
+                .values(deactivated=True, migrated_to=migrated_to, version=chats.c.version + 1)
             )
         rec.deactivated = True
         rec.migrated_to = migrated_to
@@ -577,7 +577,7 @@ class ChatService:
                 )
             )
             await conn.execute(
-                chats.update().where(chats.c.id == rec.id).values(version=rec.version + 1)
+                chats.update().where(chats.c.id == rec.id).values(version=chats.c.version + 1)
             )
             await conn.execute(
                 chat_invites.update()
