@@ -3,6 +3,7 @@
     .venv/bin/python bench/messaging.py [--sizes 10,100,1000] [--seconds 5]
         [--in-flight 1] [--client-procs 2] [--no-commit-stats]
         [--mariadb | --cluster [--delivery pipeline|direct] | --modes M1,M2,...]
+        [--same-edge]
         [--database-url URL]
 
 For each size (a number of connected clients, even) a fresh ``teamgramd serve``
@@ -39,7 +40,9 @@ the mariadb and cluster modes. ``--modes sqlite,mariadb,cluster-pipeline,
 cluster-direct`` runs each size in each mode (a fresh server and database each)
 and prints, below the table, each mode's ratios to the first one per size. In
 the cluster modes the clients connect round robin to the two gateways, so the two
-users of every pair are on different edges: each message crosses processes.
+users of every pair are on different edges: each message crosses processes
+(``--same-edge``: on one edge, pairs alternating, so nothing crosses but the
+shared database).
 
 Columns (one row per size and mode):
 
@@ -332,8 +335,9 @@ def message_worker(conn: Connection, spec: dict[str, Any]) -> None:
         async def one(i: int) -> Endpoint:
             async with gate:
                 # Round robin over the gateways: the two users of a pair (i, i+1)
-                # are on different ones when there are two.
-                return await sign_up_endpoint(f"{prefix}{i:04d}", ports[i % len(ports)])
+                # are on different ones when there are two (--same-edge: one each).
+                turn = i // 2 if spec["same_edge"] else i
+                return await sign_up_endpoint(f"{prefix}{i:04d}", ports[turn % len(ports)])
 
         try:
             eps = list(await asyncio.gather(*(one(i) for i in range(2 * spec["pairs"]))))
@@ -733,6 +737,7 @@ def run_size(size: int, args: argparse.Namespace, mode: Mode) -> SizeResult:
                         "ports": ports,
                         "key_pem": srv.key_pem,
                         "pairs": n,
+                        "same_edge": args.same_edge,
                         "seconds": args.seconds,
                         "inflight": args.in_flight,
                         "phone_prefix": f"{prefix}{i:02d}",
@@ -966,6 +971,11 @@ def main(argv: list[str] | None = None) -> int:
         "--delivery", choices=("pipeline", "direct"), help="the cluster's delivery (pipeline)"
     )
     parser.add_argument(
+        "--same-edge",
+        action="store_true",
+        help="cluster: both users of a pair on one edge (pairs alternate between edges)",
+    )
+    parser.add_argument(
         "--mariadb", action="store_true", help="the embedded server on a fresh MariaDB database"
     )
     parser.add_argument(
@@ -989,7 +999,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(m.cluster for m in modes):
         print(
             "cluster: the server is 4 processes (supervisor, edge0 and edge1 each gnetway+"
-            "session+bff+httpserver, sync); the two users of a pair are on different edges"
+            "session+bff+httpserver, sync); the two users of a pair are on "
+            + ("one edge (--same-edge)" if args.same_edge else "different edges")
         )
     print(f"server settings changed: {BENCH_ENV}")
     for size in args.sizes:
