@@ -15,8 +15,8 @@ position, pin, draft. The dialog list takes each channel's top message from here
 With ``shared=True`` (several processes write one database, #9; the writer and
 both syncs must be shared too) a change to a channel locks its state row before
 anything else (its pts and message ids are read under that lock), a resent
-random_id is looked up in the database under it, and the channels' top messages
-are read from the database, not remembered.
+random_id is caught by the unique index (and the first copy looked up then), and
+the channels' top messages are read from the database, not remembered.
 """
 
 from __future__ import annotations
@@ -355,24 +355,9 @@ class ChannelMessages:
         if staged is None:
             staged = tx.scratch["chmsg.random"] = {}
             tx.on_commit(lambda: self._remember_random(staged))
-        if self.shared:
-            # Under the channel's lock: a copy another process committed is found
-            # here (one it is still writing holds the lock until committed).
-            asked = [
-                i.random_id
-                for i in items
-                if i.random_id is not None
-                and i.random_id not in known
-                and (channel_id, sender_id, i.random_id) not in staged
-            ]
-            if asked:
-                await tx.lock(CHANNEL_LOCK, [channel_id])
-                for part in _chunks(asked):
-                    rows = await tx.conn.execute(
-                        _BY_RANDOM_ID,
-                        {"channel_id": channel_id, "from_id": sender_id, "random_ids": part},
-                    )
-                    known = {**known, **{r.random_id: _record(r) for r in rows}}
+        # A random_id another process stored (shared writers: committed before our
+        # lock on the channel was granted) fails the insert on the unique index,
+        # and send() comes back with it looked up, as for an older one here.
         now = int(time.time())
         sent: list[SentChannel] = []
         new: list[ChannelMessageRecord] = []
