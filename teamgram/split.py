@@ -143,6 +143,8 @@ async def start_parts(server: Server, plan: ProcessPlan) -> SplitParts:
         RouteRecorder,
         SessionPeer,
         SessionPeers,
+        connect_nats,
+        session_subject,
     )
     from teamgram.service.status.routes import open_routes
 
@@ -153,14 +155,26 @@ async def start_parts(server: Server, plan: ProcessPlan) -> SplitParts:
     try:
         parts.instance_id = instance_id(cfg)
         rpc: RpcServer | None = None
+        peer: SessionPeer | None = None
         if plan.edge:
             # Listen first: static discovery names an instance by its address.
             rpc = RpcServer(cfg.rpc_host, cfg.rpc_port)
-            SessionPeer(host).serve(rpc, SESSION_SERVICE)
+            peer = SessionPeer(host)
+            peer.serve(rpc, SESSION_SERVICE)
             await rpc.start()
             parts.on_close(rpc.stop)
             if not cfg.etcd_endpoints and not cfg.instance_id:
                 parts.instance_id = cfg.rpc_advertise or rpc.address
+        nc = None
+        if cfg.nats_url:
+            # Pushes between instances go over NATS core (a quarter of a gRPC call's
+            # CPU); sign-in binds, revocations and questions stay on gRPC.
+            nc = await connect_nats(cfg.nats_url, name=f"teamgram-session {parts.instance_id}")
+            parts.on_close(nc.close)
+            if peer is not None:
+                await peer.subscribe(nc, session_subject(cfg.namespace, parts.instance_id))
+                parts.on_close(peer.close)
+                await nc.flush()  # subscribed at the server before discovery lists us
         routes = open_routes(cfg.redis_url, prefix=prefix)
         parts.on_close(routes.close)
         discovery: Discovery
@@ -172,7 +186,7 @@ async def start_parts(server: Server, plan: ProcessPlan) -> SplitParts:
         parts.on_close(discovery.close)
         channels = Channels()
         parts.on_close(channels.close)
-        peers = SessionPeers(routes, discovery, channels)
+        peers = SessionPeers(routes, discovery, channels, nats=nc, subject_prefix=cfg.namespace)
         parts.on_close(peers.close)
 
         invalidations = RedisInvalidations(

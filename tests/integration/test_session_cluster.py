@@ -8,6 +8,10 @@ test's own), and the instances found through one :class:`StaticDiscovery`.
 Devices are fake connections fed real encrypted MTProto packets; what a host
 pushes is decrypted back, so "reached the device" means it really left the
 session layer. Unreachable Redis fails under ``CI=true`` and skips elsewhere.
+
+Tests parametrized with ``cluster`` = ``nats`` run the same cluster with pushes
+published over this machine's NATS (``TEAMGRAM_TEST_NATS_URL``, core pub/sub,
+subjects under a namespace of the test's own) instead of gRPC calls.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from redis.asyncio import Redis
 
 from teamgram.bff.rpc import Dispatcher
 from teamgram.config import ServerConfig
+from teamgram.infra import wire
 from teamgram.infra.discovery import StaticDiscovery
 from teamgram.infra.rpc import Channels, RpcServer
 from teamgram.interface.session.cluster import (
@@ -42,6 +47,8 @@ from teamgram.interface.session.cluster import (
     RouteRecorder,
     SessionPeer,
     SessionPeers,
+    connect_nats,
+    session_subject,
 )
 from teamgram.interface.session.host import SessionHost
 from teamgram.mtproto.envelope import decrypt_server_message, encrypt_client_message
@@ -54,6 +61,7 @@ from tests.integration.conftest import unavailable
 pytestmark = pytest.mark.timeout(60)
 
 REDIS_URL = os.environ.get("TEAMGRAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("TEAMGRAM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 _redis_unreachable: list[str] = []
 _ids = itertools.count(1)
 
@@ -72,6 +80,16 @@ async def _check_redis() -> None:
             await client.aclose()
     if _redis_unreachable[0]:
         unavailable("redis", _redis_unreachable[0])
+
+
+async def _connect_nats() -> Any:
+    try:
+        return await connect_nats(NATS_URL, name="test-session-cluster", timeout=3.0)
+    except Exception as exc:
+        unavailable("nats", f"{NATS_URL}: {type(exc).__name__}: {exc}")
+
+
+both = pytest.mark.parametrize("cluster", ["grpc", "nats"], indirect=True)
 
 
 # ------------------------------------------------------------------ fake edges
@@ -213,6 +231,8 @@ class Cluster:
     prefix: str
     routes: RedisRoutes
     nodes: list[Node] = field(default_factory=list)
+    namespace: str = ""  # the NATS subjects' prefix ("" over gRPC)
+    nats: Any = None  # the NATS connection the senders publish on
 
     async def settle(self) -> None:
         for node in self.nodes:
@@ -228,15 +248,23 @@ async def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
-    """``await make(name)``: a new session instance in one cluster (Redis prefix, discovery)."""
+async def cluster(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[str], Any]]:
+    """``await make(name)``: a new session instance in one cluster (Redis prefix,
+    discovery); pushes over gRPC, or over NATS when parametrized ``"nats"``."""
     await _check_redis()
+    transport = getattr(request, "param", "grpc")
     prefix = f"tg_test_{secrets.token_hex(6)}:"
     discovery = StaticDiscovery()
     channels = Channels()
     shared = RedisRoutes(REDIS_URL, prefix=prefix)
     c = Cluster(discovery, prefix, shared)
     closers: list[Callable[[], Any]] = []
+    if transport == "nats":
+        c.namespace = f"tgtest{secrets.token_hex(6)}"
+        c.nats = await _connect_nats()
+        closers.append(c.nats.close)
 
     async def make(name: str) -> Node:
         instance_id = f"{name}-{secrets.token_hex(3)}"
@@ -251,12 +279,22 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
         peer.serve(rpc)
         await rpc.start()
         closers.append(rpc.stop)
+        nc = None
+        if c.nats is not None:
+            # Each instance its own connection (as its own process would have).
+            nc = await _connect_nats()
+            closers.append(nc.close)
+            await peer.subscribe(nc, session_subject(c.namespace, instance_id))
+            closers.append(peer.close)
+            await nc.flush()  # subscribed at the server before anyone publishes
         recorder = RouteRecorder(host, routes, instance_id, ttl=30, linger=0)
         recorder.start()
         closers.append(recorder.stop)
         registration = await discovery.register(SERVICE, instance_id, rpc.address)
         closers.append(registration.close)
-        peers = SessionPeers(routes, discovery, channels)
+        peers = SessionPeers(
+            routes, discovery, channels, nats=nc, subject_prefix=c.namespace or "teamgram"
+        )
         directory = ClusterDirectory(host, peers, instance_id)
         closers.append(directory.close)
         node = Node(instance_id, host, auth, rpc, recorder, peers, directory, peer)
@@ -282,6 +320,7 @@ async def two(make: Any) -> tuple[Node, Node]:
 
 
 # ------------------------------------------------------------------------ tests
+@both
 async def test_push_to_other_instance_once_and_in_order(cluster: Any) -> None:
     a, b = await two(cluster)
     user = 1001
@@ -311,6 +350,7 @@ async def test_push_to_other_instance_once_and_in_order(cluster: Any) -> None:
     assert a.host.sessions_of_user(user) == []
 
 
+@both
 async def test_user_on_both_instances_gets_each_push_on_both(cluster: Any) -> None:
     a, b = await two(cluster)
     user = 1002
@@ -441,6 +481,68 @@ async def test_instance_down_or_hung_does_not_hold_up_the_others(cluster: Any) -
         await hung.stop(grace=None)
 
 
+@pytest.mark.parametrize("cluster", ["nats"], indirect=True)
+async def test_nats_instance_down_or_hung_does_not_hold_up_the_others(cluster: Any) -> None:
+    a, b = await two(cluster)
+    c = cluster.cluster
+    # "dead": in discovery, nobody subscribed (its pushes go nowhere). "hung": subscribed,
+    # never done with a message (its subscription's queue grows until NATS drops).
+    taken: list[int] = []
+
+    async def hang(msg: Any) -> None:
+        taken.append(len(msg.data))
+        await asyncio.sleep(60)
+
+    hung_nc = await _connect_nats()
+    await hung_nc.subscribe(session_subject(c.namespace, "hung"), cb=hang)
+    await hung_nc.flush()
+    await c.discovery.register(SERVICE, "dead", "127.0.0.1:9")
+    await c.discovery.register(SERVICE, "hung", "127.0.0.1:9")
+    user = 1005
+    dev = Device.new()
+    b.know(dev, user)
+    dev.connect(b)
+    await b.recorder.settle()
+    await c.routes.online(user, 7, "dead", 30)
+    await c.routes.online(user, 8, "hung", 30)
+    try:
+        start = time.monotonic()
+        for n in range(10):
+            a.directory.push_to_user(user, mark(n))
+            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(dev.marks()) >= 10, timeout=1.5)
+        assert dev.marks() == list(range(10))
+        await a.directory.drain(timeout=2)
+        assert time.monotonic() - start < 1.0  # a publish waits for no receiver
+        start = time.monotonic()
+        await a.peers.deliver([Delivery(user, 0, mark(99))])
+        assert time.monotonic() - start < 0.5
+        await wait_for(lambda: 99 in dev.marks())
+        await wait_for(lambda: bool(taken))  # the hung one was published to
+    finally:
+        await hung_nc.close()
+
+
+@pytest.mark.parametrize("cluster", ["nats"], indirect=True)
+async def test_nats_malformed_batches_are_dropped(cluster: Any, caplog: Any) -> None:
+    """Garbage on an instance's subject is logged and dropped; what follows arrives."""
+    a, b = await two(cluster)
+    c = cluster.cluster
+    user = 1006
+    dev = Device.new()
+    b.know(dev, user)
+    dev.connect(b)
+    await b.recorder.settle()
+    subject = session_subject(c.namespace, b.instance_id)
+    with caplog.at_level(logging.WARNING, logger="teamgram.interface.session.cluster"):
+        for junk in (b"", b"\xff\x00", wire.dumps([1, 2]), wire.dumps({"user_id": user})):
+            await c.nats.publish(subject, junk)
+        await c.nats.flush()
+        await a.peers.deliver([Delivery(user, 0, mark(1)), Delivery(user, 0, mark(2))])
+        await wait_for(lambda: dev.marks() == [1, 2])
+    assert "malformed batch" in caplog.text
+
+
 async def test_connected_among_and_online_across_instances(cluster: Any) -> None:
     a, b = await two(cluster)
     on_a, on_b, kept, absent = 2001, 2002, 2003, 2004
@@ -464,6 +566,7 @@ async def test_connected_among_and_online_across_instances(cluster: Any) -> None
     assert not await a.directory.online(kept)
 
 
+@both
 async def test_bind_revoke_push_to_key_and_activity_reach_other_instance(cluster: Any) -> None:
     a, b = await two(cluster)
     routes = cluster.cluster.routes
@@ -501,6 +604,7 @@ async def test_bind_revoke_push_to_key_and_activity_reach_other_instance(cluster
     assert await routes.instances_of(user) == {}
 
 
+@both
 async def test_session_peers_deliver_groups_per_instance(cluster: Any) -> None:
     """The sync process's way: no local host, one call per instance per batch."""
     a, b = await two(cluster)

@@ -1,27 +1,34 @@
 """Split-mode session directory, without sockets: batching, ordering, routing choices.
 
 Routes in memory, discovery static, the calls to other instances recorded instead
-of sent (the gRPC and Redis paths are in tests/integration/test_session_cluster.py).
+of sent, NATS a fake (the gRPC, NATS and Redis paths are in
+tests/integration/test_session_cluster.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
+import nats.errors
 import pytest
 
 from teamgram.infra import wire
 from teamgram.infra.discovery import StaticDiscovery
 from teamgram.interface.session.cluster import (
+    DELIVER_YIELD,
+    MAX_BATCH,
     SERVICE,
     ClusterDirectory,
     Delivery,
     RouteRecorder,
     SessionPeer,
     SessionPeers,
+    decode_batch,
     latest_activity,
+    session_subject,
 )
 from teamgram.service.status.routes import MemoryRoutes, Routes
 from teamgram.tl import types
@@ -329,3 +336,156 @@ async def test_a_quick_reconnect_keeps_the_route() -> None:
     assert await routes.instances_of(1) == {}
     assert writes == ["offline"] and offline == [1]
     await recorder.stop()
+
+
+# ------------------------------------------------------------ the NATS transport
+class FakeNats:
+    """What SessionPeers and SessionPeer use of a nats-py client, in memory."""
+
+    def __init__(self, max_payload: int = 1 << 20) -> None:
+        self.max_payload = max_payload
+        self.published: list[tuple[str, bytes]] = []
+        self.events: list[str] = []  # "publish" / "flush", in order
+        self.fail: Exception | None = None
+        self.subscribed: dict[str, Any] = {}
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.published.append((subject, payload))
+        self.events.append("publish")
+
+    async def flush(self, timeout: int = 10) -> None:
+        self.events.append("flush")
+
+    async def subscribe(self, subject: str, **kw: Any) -> Any:
+        self.subscribed[subject] = kw["cb"]
+        nc = self
+
+        class Sub:
+            async def unsubscribe(self) -> None:
+                del nc.subscribed[subject]
+
+        return Sub()
+
+    def dates(self, subject: str) -> list[list[int]]:
+        return [
+            [d.updates.date for d in decode_batch(p)] for s, p in self.published if s == subject
+        ]
+
+
+def test_session_subject_is_a_valid_token_and_one_per_instance() -> None:
+    assert session_subject("tg", "edge-1") == "tg.session.edge-1"
+    ids = ["10.0.0.5:4001", "10_2e0", "a.b", "a_b", "a_2eb", "*", ">", "a b", "é", "", "x" * 9]
+    subjects = [session_subject("tg", i) for i in ids]
+    assert len(set(subjects)) == len(ids)
+    for s in subjects:
+        token = s.removeprefix("tg.session.")
+        assert token and all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in token), s
+
+
+def test_decode_batch_is_strict() -> None:
+    good = [Delivery(1, 0, mark(1)), Delivery(0, 5, mark(2), exclude_key=0)]
+    assert decode_batch(wire.dumps(good)) == good
+    bad = [
+        b"",
+        b"\xff",
+        wire.dumps(good)[:-1],
+        wire.dumps(good) + b"\x00",
+        wire.dumps(tuple(good)),
+        wire.dumps([1]),
+        wire.dumps([Delivery(0, 0, mark(1))]),  # to nobody
+        wire.dumps([Delivery(True, 0, mark(1))]),  # type: ignore[arg-type]
+        wire.dumps([Delivery(1, 0, "not TL")]),  # type: ignore[arg-type]
+    ]
+    for data in bad:
+        with pytest.raises(wire.WireError):
+            decode_batch(data)
+
+
+async def nats_edge() -> tuple[FakeHost, MemoryRoutes, SessionPeers, FakeNats, ClusterDirectory]:
+    routes = MemoryRoutes()
+    discovery = StaticDiscovery()
+    for name in ("a", "b", "c"):
+        await discovery.register(SERVICE, name, f"127.0.0.1:{ord(name)}")
+    nc = FakeNats()
+    peers = SessionPeers(routes, discovery, nats=nc, subject_prefix="ns")  # type: ignore[arg-type]
+    calls: list[tuple[str, str, Any]] = []
+
+    async def call(instance_id: str, method: str, *args: Any) -> Any:
+        nc.events.append(f"{method}@{instance_id}")
+        calls.append((instance_id, method, args))
+
+    peers.call = call  # type: ignore[method-assign]
+    host = FakeHost()
+    return host, routes, peers, nc, ClusterDirectory(host, peers, "a")
+
+
+async def test_nats_one_publish_per_instance_per_tick_in_order() -> None:
+    _host, routes, peers, nc, directory = await nats_edge()
+    await routes.online(1, 10, "b", 30)
+    await routes.online(2, 20, "c", 30)
+    for n in range(100):
+        directory.push_to_user(1 + n % 2, mark(n))
+    await directory.drain()
+    assert nc.dates("ns.session.b") == [list(range(0, 100, 2))]
+    assert nc.dates("ns.session.c") == [list(range(1, 100, 2))]
+    # A big run is cut at MAX_BATCH, and further where the server's max_payload is.
+    nc.published.clear()
+    await peers.deliver([Delivery(1, 0, mark(n)) for n in range(MAX_BATCH + 10)])
+    assert [len(x) for x in nc.dates("ns.session.b")] == [MAX_BATCH, 10]
+    nc.published.clear()
+    nc.max_payload = len(wire.dumps([Delivery(1, 0, mark(0))] * 30))
+    await peers.deliver([Delivery(1, 0, mark(n)) for n in range(100)])
+    got = nc.dates("ns.session.b")
+    assert [d for batch in got for d in batch] == list(range(100))
+    assert all(len(p) <= nc.max_payload for _, p in nc.published)
+    await directory.close()
+
+
+async def test_nats_key_operations_wait_for_the_pushes_before_them() -> None:
+    _host, routes, _peers, nc, directory = await nats_edge()
+    await routes.online(1, 10, "b", 30)
+    directory.push_to_user(1, mark(1))
+    directory.bind_user(10, 1)
+    directory.push_to_user(1, mark(2))
+    await directory.drain()
+    ev = nc.events
+    # b's first batch is published, then flushed, before b is told of the bind.
+    assert ev.index("publish") < ev.index("flush") < ev.index("bind_user@b")
+    publishes = [i for i, e in enumerate(ev) if e == "publish"]
+    assert len(publishes) == 2 and publishes[1] > ev.index("bind_user@b")
+    assert nc.dates("ns.session.b") == [[1], [2]]
+    await directory.close()
+
+
+async def test_nats_gone_or_failing_instances_are_skipped(caplog: Any) -> None:
+    _host, routes, peers, nc, directory = await nats_edge()
+    await routes.online(1, 10, "gone", 30)  # a route left behind: not in discovery
+    await routes.online(1, 11, "b", 30)
+    await peers.deliver([Delivery(1, 0, mark(1))])
+    assert [s for s, _ in nc.published] == ["ns.session.b"]
+    nc.fail = nats.errors.OutboundBufferLimitError()
+    assert not await peers.send("b", [Delivery(1, 0, mark(2))])
+    assert not await peers.send("b", [Delivery(1, 0, mark(3))])
+    assert caplog.text.count("publish of 1 pushes on b failed") == 1  # then quiet
+    await directory.close()
+
+
+async def test_nats_peer_takes_its_subject_in_order_and_drops_garbage(caplog: Any) -> None:
+    host = FakeHost()
+    peer = SessionPeer(host)
+    nc = FakeNats()
+    await peer.subscribe(nc, "ns.session.b")  # type: ignore[arg-type]
+    cb = nc.subscribed["ns.session.b"]
+
+    def msg(data: bytes) -> Any:
+        return SimpleNamespace(subject="ns.session.b", data=data)
+
+    await cb(msg(wire.dumps([Delivery(1, 0, mark(n)) for n in range(DELIVER_YIELD * 2 + 1)])))
+    await cb(msg(b"\x00junk"))
+    await cb(msg(wire.dumps([Delivery(0, 5, mark(-1))])))
+    assert [u.date for _, _, u, _ in host.pushed] == [*range(DELIVER_YIELD * 2 + 1), -1]
+    assert "malformed batch" in caplog.text
+    await peer.close()
+    assert nc.subscribed == {}
