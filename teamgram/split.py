@@ -217,7 +217,7 @@ async def start_parts(server: Server, plan: ProcessPlan) -> SplitParts:
             address = cfg.rpc_advertise or rpc.address
             registration = await discovery.register(SESSION_SERVICE, parts.instance_id, address)
             parts.on_close(registration.close)
-        parts.on_close(directory.close)  # first to close: drains queued pushes
+        parts.on_close(directory.close)  # drains queued pushes before its peers close
 
         if cfg.delivery == "pipeline":
             from teamgram.infra.pipeline import JetStreamPipeline
