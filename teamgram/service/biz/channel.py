@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -43,6 +42,7 @@ from teamgram.infra.invalidation import (
     LocalInvalidations,
 )
 from teamgram.service.biz.chat import check_title
+from teamgram.service.biz.peer_ids import new_peer_id
 from teamgram.service.biz.tables import channel_admin_log, channel_participants, channels
 from teamgram.service.biz.users import valid_username
 from teamgram.tl import TLObject, decode, types
@@ -548,7 +548,7 @@ class ChannelService:
             raise RpcError(400, "CHAT_ABOUT_TOO_LONG")
         now = int(time.time())
         rec = ChannelRecord(
-            id=secrets.randbelow(1 << 40) + 1,
+            id=new_peer_id(),
             title=title,
             creator_id=creator_id,
             date=now,

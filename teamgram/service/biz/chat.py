@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
 from teamgram.infra.invalidation import CacheTopic, Invalidations, Key, LocalInvalidations
+from teamgram.service.biz.peer_ids import new_peer_id
 from teamgram.service.biz.peers import PEER_CHAT
 from teamgram.service.biz.tables import chat_invites, chat_participants, chats
 from teamgram.tl import decode, types
@@ -162,7 +163,7 @@ class ChatService:
             raise RpcError(400, "USERS_TOO_MUCH")
         now = int(time.time())
         rec = ChatRecord(
-            id=secrets.randbelow(1 << 40) + 1,
+            id=new_peer_id(),
             title=title,
             creator_id=creator_id,
             date=now,
