@@ -6,7 +6,9 @@ NATS JetStream, etcd and SeaweedFS (S3). Telethon users sign in through the
 normal auth flow on different gateways and chat: private chats, a basic group, a
 supergroup, files. The fault tests kill -9 processes in the middle of a burst of
 1,000 messages: the sync process (the supervisor restarts it), and a gateway
-(its clients reconnect through a balancer to the other and catch up).
+(its clients reconnect through a balancer to the other and catch up). Every test
+runs twice: with pushes through JetStream and the sync process ("pipeline"), and
+sent by the writing edge itself ("direct", where killing sync must change nothing).
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ def _check_redis_and_nats() -> None:
             unavailable(name, f"127.0.0.1:{port}: {exc}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["pipeline", "direct"])
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, etcd: Any, seaweedfs: Any
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: Any,
+    seaweedfs: Any,
 ) -> Iterator[Cluster]:
+    """The cluster, once per delivery mode: through JetStream and the sync process,
+    or straight from the writing edge to the others."""
     check_reachable("mariadb")
     _check_redis_and_nats()
     url = create_database("mariadb")
@@ -83,6 +90,7 @@ def cluster(
         nats_url=NATS_URL,
         etcd_endpoints=[etcd.endpoint],
         files=files,
+        delivery=request.param,
     )
     try:
         run_private(c.start())
