@@ -54,10 +54,11 @@ import os
 import secrets
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # the embedded default never loads redis-py
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,15 @@ class Invalidations(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def drop_keys(cache: MutableMapping[int, Any], keys: list[Key] | None) -> None:
+    """What a cache keyed by ids does with a drop: forget ``keys`` (None: all)."""
+    if keys is None:
+        cache.clear()
+    else:
+        for k in keys:
+            cache.pop(int(k), None)
 
 
 class LocalInvalidations:
@@ -275,6 +285,8 @@ class RedisInvalidations:
         if client is None:
             if url is None:
                 raise ValueError("a Redis url or client is needed")
+            from redis.asyncio import Redis
+
             client = Redis.from_url(
                 url,
                 socket_timeout=REDIS_TIMEOUT,

@@ -35,6 +35,7 @@ from teamgram.infra.invalidation import (
     Invalidations,
     Key,
     LocalInvalidations,
+    drop_keys,
 )
 from teamgram.service.authsession.codes import CodeDelivery, choose_code, codes_match
 from teamgram.service.authsession.srp import (
@@ -262,21 +263,14 @@ class AuthSessionService:
             self._refresh_later(int(i) for i in ids)
 
     def _drop_users(self, ids: list[Key] | None) -> None:
-        if ids is None:
-            self._users.clear()
-        else:
-            for i in ids:
-                self._users.pop(int(i), None)
+        drop_keys(self._users, ids)
 
     def _drop_passwords(self, ids: list[Key] | None) -> None:
         # A challenge made for an old password fails its check (SRP_PASSWORD_CHANGED)
         # once the password is read again; a user's are dropped at once when named.
-        if ids is None:
-            self._passwords.clear()
-        else:
-            for i in ids:
-                self._passwords.pop(int(i), None)
-                self.srp.forget_user(int(i))
+        drop_keys(self._passwords, ids)
+        for i in ids or ():
+            self.srp.forget_user(int(i))
 
     def _copies(self, auth_key_id: int) -> list[AuthKeyInfo]:
         """Every live copy of the key handed out here (the cached one among them)."""

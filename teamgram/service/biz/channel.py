@@ -40,6 +40,7 @@ from teamgram.infra.invalidation import (
     Invalidations,
     Key,
     LocalInvalidations,
+    drop_keys,
 )
 from teamgram.service.biz.chat import check_title
 from teamgram.service.biz.peer_ids import new_peer_id
@@ -344,11 +345,7 @@ class ChannelService:
         self._memberships.attach(invalidations)
 
     def _drop_records(self, ids: list[Key] | None) -> None:
-        if ids is None:
-            self._cache.clear()
-        else:
-            for i in ids:
-                self._cache.pop(int(i), None)
+        drop_keys(self._cache, ids)
 
     def _drop_memberships(self, user_ids: list[Key] | None) -> None:
         if user_ids is None:

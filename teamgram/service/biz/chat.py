@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teamgram.errors import RpcError
-from teamgram.infra.invalidation import CacheTopic, Invalidations, Key, LocalInvalidations
+from teamgram.infra.invalidation import (
+    CacheTopic,
+    Invalidations,
+    Key,
+    LocalInvalidations,
+    drop_keys,
+)
 from teamgram.service.biz.peer_ids import new_peer_id
 from teamgram.service.biz.peers import PEER_CHAT
 from teamgram.service.biz.tables import chat_invites, chat_participants, chats
@@ -150,11 +156,7 @@ class ChatService:
         self._records.attach(invalidations)
 
     def _drop_records(self, ids: list[Key] | None) -> None:
-        if ids is None:
-            self._cache.clear()
-        else:
-            for i in ids:
-                self._cache.pop(int(i), None)
+        drop_keys(self._cache, ids)
 
     async def create(self, creator_id: int, title: str, member_ids: list[int]) -> ChatRecord:
         title = check_title(title)

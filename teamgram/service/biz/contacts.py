@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teamgram.infra.invalidation import CacheTopic, Invalidations, Key, LocalInvalidations
+from teamgram.infra.invalidation import (
+    CacheTopic,
+    Invalidations,
+    Key,
+    LocalInvalidations,
+    drop_keys,
+)
 from teamgram.service.biz.tables import blocked, contacts
 
 # Cache invalidation topics (split mode): owners whose contact / block list changed.
@@ -78,18 +84,10 @@ class ContactService:
         self._blocked_topic.attach(invalidations)
 
     def _drop_contacts(self, owners: list[Key] | None) -> None:
-        if owners is None:
-            self._contacts.clear()
-        else:
-            for o in owners:
-                self._contacts.pop(int(o), None)
+        drop_keys(self._contacts, owners)
 
     def _drop_blocked(self, owners: list[Key] | None) -> None:
-        if owners is None:
-            self._blocked.clear()
-        else:
-            for o in owners:
-                self._blocked.pop(int(o), None)
+        drop_keys(self._blocked, owners)
 
     # ----------------------------------------------------------------- contacts
     async def contacts_of(self, owner_id: int) -> dict[int, ContactRecord]:

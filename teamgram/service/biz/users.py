@@ -38,6 +38,7 @@ from teamgram.infra.invalidation import (
     Invalidations,
     Key,
     LocalInvalidations,
+    drop_keys,
 )
 from teamgram.service.biz import privacy as pv
 from teamgram.service.biz.contacts import ContactRecord, ContactService
@@ -228,18 +229,10 @@ class UserService:
         self._notify_topic.attach(invalidations)
 
     def _drop_records(self, ids: list[Key] | None) -> None:
-        if ids is None:
-            self._cache.clear()
-        else:
-            for i in ids:
-                self._cache.pop(int(i), None)
+        drop_keys(self._cache, ids)
 
     def _drop_notify(self, ids: list[Key] | None) -> None:
-        if ids is None:
-            self._notify.clear()
-        else:
-            for i in ids:
-                self._notify.pop(int(i), None)
+        drop_keys(self._notify, ids)
 
     # ------------------------------------------------------------ access hashes
     def access_hash(self, viewer_id: int, user_id: int) -> int:
