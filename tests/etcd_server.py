@@ -22,12 +22,10 @@ conftest.py), import their functions, which register them under those names::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +36,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from teamgram.testing.children import die_with_parent, free_ports
 
 START_TIMEOUT = 20.0  # seconds until /health says true (a leader was elected)
 STOP_TIMEOUT = 10.0  # seconds SIGTERM gets before SIGKILL
@@ -58,26 +58,6 @@ def unavailable(reason: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"{message}; CI=true: it must be there", pytrace=False)
     pytest.skip(message)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now (all held open together, so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _die_with_parent() -> None:
-    """(In the child, before exec.) SIGKILL when the process that started it exits."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class EtcdProcess:
@@ -133,7 +113,7 @@ class EtcdProcess:
         if binary is None:
             raise EtcdUnavailable("no `etcd` binary on PATH")
         if not self.client_port:
-            self.client_port, self.peer_port = _free_ports(2)
+            self.client_port, self.peer_port = free_ports(2)
         self.workdir.mkdir(parents=True, exist_ok=True)
         main_thread = threading.current_thread() is threading.main_thread()
         with open(self.log_path, "ab") as log:
@@ -144,7 +124,7 @@ class EtcdProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a ^C of the test run does not reach it first
                 # PDEATHSIG follows the starting *thread*: only safe from the main one.
-                preexec_fn=_die_with_parent if main_thread else None,
+                preexec_fn=die_with_parent if main_thread else None,
             )
         try:
             self._wait_healthy(time.monotonic() + timeout)

@@ -25,13 +25,11 @@ bucket prefix of its own per test: ``FilesConfig(**s3_store_config)`` or
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +40,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+
+from teamgram.testing.children import die_with_parent, free_ports
 
 ACCESS_KEY = "teamgram-test"
 SECRET_KEY = "teamgram-test-secret-key"
@@ -95,26 +95,6 @@ def weed_binary() -> str | None:
     return shutil.which("weed")
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now (all held open together, so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _die_with_parent() -> None:
-    """(In the child, before exec.) SIGKILL when the process that started it exits."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class WeedProcess:
     """Start and stop one ``weed server`` with the S3 gateway; see the module docstring."""
 
@@ -161,7 +141,7 @@ class WeedProcess:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         (self.workdir / "s3.json").write_text(json.dumps({"identities": [identity]}))
-        self.ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         self._remove_sockets()
         log_path = self.workdir / "weed.log"
         env = {
@@ -180,7 +160,7 @@ class WeedProcess:
                 env=env,
                 start_new_session=True,  # its own process group, killed as one
                 # PDEATHSIG follows the starting *thread*: only safe from the main one.
-                preexec_fn=_die_with_parent if main_thread else None,
+                preexec_fn=die_with_parent if main_thread else None,
             )
         server = SeaweedFS(
             endpoint=f"http://127.0.0.1:{self.ports['s3.port']}",

@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,20 +35,9 @@ from typing import Any
 
 import yaml
 
+from teamgram.testing.children import free_ports
+
 READY = re.compile(r"^\[(?P<name>[\w-]+)\.(?P<index>\d+)\] .*ready: .*\bpid (?P<pid>\d+)")
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Cluster:

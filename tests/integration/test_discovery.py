@@ -31,7 +31,8 @@ from teamgram.infra.discovery import (
     NoInstanceError,
     StaticDiscovery,
 )
-from tests.etcd_server import EtcdProcess, _free_ports, etcd_fixture, etcd_private_fixture  # noqa: F401
+from teamgram.testing.children import free_ports
+from tests.etcd_server import EtcdProcess, etcd_fixture, etcd_private_fixture  # noqa: F401
 
 TTL = 2
 REPO = Path(__file__).resolve().parents[2]
@@ -333,7 +334,7 @@ async def test_periodic_relist(etcd: EtcdProcess, prefix: str) -> None:
 
 
 async def test_start_fails_clearly_without_etcd() -> None:
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     d = EtcdDiscovery([f"127.0.0.1:{port}"], ttl=TTL, start_timeout=1.0)
     started = time.monotonic()
     with pytest.raises(DiscoveryError, match=rf"127\.0\.0\.1:{port}.*did not answer"):

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from teamgram.supervisor import MAX_LINE, Supervisor, Topology, parse_topology
+from teamgram.testing.children import free_ports
 from tests.integration.conftest import (
     check_reachable,
     create_database,
@@ -402,17 +403,6 @@ def test_run_answers_help_and_rejects_unknown_services(tmp_path: Path) -> None:
     assert "unknown service 'nosuch'" in bad.stderr
     helped = teamgramd("cluster", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "--grace" in helped.stdout
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _check_redis() -> None:
