@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from teamgram.service.biz.contacts import ContactService
@@ -50,8 +50,6 @@ class StatusService:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bus: Invalidations | None = None
-        # Split mode: does another process hold a connection of the user's?
-        self.connected_elsewhere: Callable[[int], Awaitable[bool]] | None = None
 
     def share(self, bus: Invalidations) -> None:
         """Split mode: send this process's presence changes to the others, and
@@ -101,13 +99,9 @@ class StatusService:
             await self.announce(user_id)
 
     def on_user_offline(self, user_id: int) -> None:
-        """Session host listener: the user's last open connection (here) closed."""
-        self._spawn(self._left(user_id))
-
-    async def _left(self, user_id: int) -> None:
-        if self.connected_elsewhere is not None and await self.connected_elsewhere(user_id):
-            return
-        await self.set_offline(user_id)
+        """The user's last open connection closed (split mode: on every edge, as the
+        RouteRecorder hears it; otherwise the session host)."""
+        self._spawn(self.set_offline(user_id))
 
     def _arm_timer(self, user_id: int) -> None:
         old = self._timers.pop(user_id, None)
